@@ -1,0 +1,100 @@
+"""Upstream calls that produce choices: one call per choice, ``n`` of them merged.
+
+A ``ChoiceCall`` owns one upstream request and the core converter that turns its events into
+chunks; ``merge`` interleaves several calls' chunks as they arrive (``n > 1`` is emulated by
+parallel calls), with a bounded queue so a slow client slows the producers instead of
+growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from core.chat_stream import OpenAIStreamToChatChunks, PoeStreamToChatChunks
+
+from .upstream import PoeUpstream
+
+Chunks = list[dict[str, Any]]
+Converter = PoeStreamToChatChunks | OpenAIStreamToChatChunks
+
+
+class ChoiceCall:
+    def __init__(
+        self, upstream: PoeUpstream, path: str, api_key: str, body: Mapping[str, Any], converter: Converter
+    ) -> None:
+        self._upstream = upstream
+        self._path = path
+        self._api_key = api_key
+        self._body = body
+        self.converter = converter
+
+    async def chunks(self) -> AsyncIterator[Chunks]:
+        """Chunks as each upstream event arrives; stops reading once the choice is complete."""
+        converter = self.converter
+        async with self._upstream.stream_events(self._path, self._api_key, self._body) as events:
+            async for event in events:
+                chunks = converter.feed(event)
+                if chunks:
+                    yield chunks
+                if converter.finished and not getattr(converter, "wants_more", False):
+                    return  # leaving the block closes the connection: Poe stops generating
+            converter.close()
+
+    async def run(self) -> None:
+        """Consume the whole call (non-streaming responses read the converter afterwards)."""
+        async for _ in self.chunks():
+            pass
+
+
+async def run_all(calls: Sequence[ChoiceCall]) -> None:
+    """Run every call to completion; the first failure cancels the others."""
+    if len(calls) == 1:
+        await calls[0].run()
+        return
+    async with asyncio.TaskGroup() as group:
+        for call in calls:
+            group.create_task(call.run())
+
+
+_END = object()
+
+
+async def merge(calls: Sequence[ChoiceCall]) -> AsyncIterator[Chunks]:
+    """All calls' chunks, in arrival order. The first failure ends the merge and cancels the rest."""
+    if len(calls) == 1:
+        async for chunks in calls[0].chunks():
+            yield chunks
+        return
+
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=len(calls))
+
+    async def pump(call: ChoiceCall) -> None:
+        # Not in a ``finally``: once cancelled, a put into a full queue would wait forever.
+        try:
+            async for chunks in call.chunks():
+                await queue.put(chunks)
+        except Exception as exc:  # handed to the consumer, which re-raises it
+            await queue.put(exc)
+            return
+        await queue.put(_END)
+
+    tasks = [asyncio.create_task(pump(call)) for call in calls]
+    try:
+        running = len(tasks)
+        while running:
+            item = await queue.get()
+            if item is _END:
+                running -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,44 @@
+"""Who pays: the Poe key a request is sent with.
+
+Default mode: the client's bearer token *is* its Poe key, passed through. Owner mode (the server
+has ``POE_API_KEY``): clients present one of ``PROXY_ACCESS_TOKEN`` and the server's key is
+used; a request without a matching token never reaches Poe.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from .errors import AuthenticationError
+from .settings import Settings
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, if there is one."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+def resolve_poe_key(authorization: str | None, settings: Settings) -> str:
+    """The Poe key for this request, or ``AuthenticationError`` (401)."""
+    token = bearer_token(authorization)
+    if token is None:
+        raise AuthenticationError(
+            "You didn't provide an API key. Send your Poe API key as a bearer token "
+            "(Authorization: Bearer <key>), which is what OpenAI clients do with their API key."
+        )
+    if settings.poe_api_key is None:
+        return token
+    if settings.access_tokens:
+        # Compare against every token so the time taken does not reveal which one came close.
+        matched = False
+        for allowed in settings.access_tokens:
+            matched |= hmac.compare_digest(token.encode(), allowed.encode())
+        if not matched:
+            raise AuthenticationError("Incorrect access token provided.")
+    return settings.poe_api_key

@@ -1,0 +1,402 @@
+"""Upstream events in, OpenAI ``chat.completion.chunk`` dicts out: one state machine per choice.
+
+Each converter is fed ``ServerSentEvent``s from one upstream call and returns the chunks to send
+for it (often one, sometimes none). It never buffers beyond what a stop sequence needs, and
+keeps the final message, finish reason and usage so that a non-streaming response is built
+from the very same state (``chat_completion``).
+
+* ``PoeStreamToChatChunks`` reads Poe's bot protocol (``text``, ``replace_response``, ``json``,
+  ``file``, ``error``, ``done``; ``meta`` and the rest are ignored).
+* ``OpenAIStreamToChatChunks`` reads Poe's OpenAI-compatible stream and normalises it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import (
+    InsufficientQuotaError,
+    InvalidRequestError,
+    OpenAIError,
+    PermissionDeniedError,
+    UpstreamError,
+    UpstreamUnavailableError,
+    summarize_upstream_text,
+)
+from .sse import ServerSentEvent
+from .text import TextGate
+from .usage import estimate_tokens, max_chars_for_tokens, usage_dict
+
+# Bot-protocol events that carry nothing for an OpenAI client.
+_IGNORED_POE_EVENTS = frozenset({"meta", "suggested_reply", "data", "ping"})
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionMeta:
+    """What every chunk of one completion shares."""
+
+    id: str
+    created: int
+    model: str
+    include_usage: bool = False
+
+
+def completion_chunk(
+    meta: CompletionMeta, index: int, delta: dict[str, Any], finish_reason: str | None = None
+) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": meta.id,
+        "object": "chat.completion.chunk",
+        "created": meta.created,
+        "model": meta.model,
+        "system_fingerprint": None,
+        "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    if meta.include_usage:
+        chunk["usage"] = None  # as OpenAI does: null on every chunk but the last
+    return chunk
+
+
+def usage_chunk(meta: CompletionMeta, usage: Mapping[str, Any]) -> dict[str, Any]:
+    """The final chunk of ``stream_options.include_usage``: no choices, only usage."""
+    return {
+        "id": meta.id,
+        "object": "chat.completion.chunk",
+        "created": meta.created,
+        "model": meta.model,
+        "system_fingerprint": None,
+        "choices": [],
+        "usage": dict(usage),
+    }
+
+
+def error_from_poe_error_event(data: Mapping[str, Any]) -> OpenAIError:
+    """Map a bot-protocol ``error`` event (``text``, ``allow_retry``, ``error_type``)."""
+    text = data.get("text")
+    detail = summarize_upstream_text(text) if isinstance(text, str) and text else "the bot reported an error"
+    error_type = data.get("error_type")
+    if error_type == "insufficient_fund":
+        return InsufficientQuotaError(f"Poe reports insufficient points: {detail}")
+    if error_type == "user_message_too_long":
+        return InvalidRequestError(
+            f"The conversation is too long for this bot: {detail}",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    if error_type == "privacy_authorization_error":
+        return PermissionDeniedError(f"Poe denied access: {detail}")
+    if error_type == "user_caused_error":
+        return InvalidRequestError(f"The bot rejected the request: {detail}", code="bot_rejected_request")
+    if data.get("allow_retry", True) is False:
+        return UpstreamError(f"The bot failed: {detail}", code="bot_error")
+    return UpstreamUnavailableError(f"The bot failed (retrying may help): {detail}", code="bot_error")
+
+
+class _ChoiceStream:
+    """State shared by both converters: text gate, tool calls, finish reason, usage."""
+
+    def __init__(
+        self,
+        meta: CompletionMeta,
+        *,
+        index: int = 0,
+        stop: Sequence[str] = (),
+        max_tokens: int | None = None,
+        streaming: bool = True,
+    ) -> None:
+        self.meta = meta
+        self.index = index
+        self._stop = tuple(stop)
+        self._max_chars = max_chars_for_tokens(max_tokens)
+        self._gate = TextGate(self._stop, self._max_chars)
+        self._streaming = streaming
+        self._parts: list[str] = []
+        self._started = False
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.upstream_usage: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        """The choice is complete; stop reading its upstream."""
+        return self.finish_reason is not None
+
+    @property
+    def content(self) -> str:
+        return "".join(self._parts)
+
+    def message(self) -> dict[str, Any]:
+        """The assistant message of a non-streaming response."""
+        content = self.content
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+        if self.tool_calls:
+            message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+            if not content:
+                message["content"] = None
+        return message
+
+    def completion_tokens(self) -> int:
+        arguments = "".join(c["function"]["arguments"] for c in self.tool_calls.values())
+        return estimate_tokens(self.content) + estimate_tokens(arguments)
+
+    def close(self) -> list[dict[str, Any]]:
+        """Upstream ended. Unless it said it was done, the answer may be cut short: an error."""
+        if not self.finished:
+            raise UpstreamError("Poe ended the response before it was complete.", code="upstream_incomplete")
+        return []
+
+    # -- building blocks ------------------------------------------------------------------
+
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        if not self._started:
+            self._started = True
+            delta = {"role": "assistant", **delta}
+        return completion_chunk(self.meta, self.index, delta, finish_reason)
+
+    def _text(self, text: str) -> list[dict[str, Any]]:
+        if self.finished:
+            return []
+        out = self._gate.push(text)
+        chunks = []
+        if out:
+            self._parts.append(out)
+            chunks.append(self._chunk({"content": out}))
+        if self._gate.closed:
+            chunks.extend(self._finish(self._gate.reason or "stop"))
+        return chunks
+
+    def _replace(self, text: str) -> list[dict[str, Any]]:
+        """``replace_response``: the bot's whole answer so far is now ``text``."""
+        if self.finished:
+            return []
+        sent = self.content
+        if text.startswith(sent):
+            return self._text(text[len(sent) :])
+        if not self._streaming:
+            # Nothing has left the proxy yet: start the answer over, exactly as the bot says.
+            self._gate = TextGate(self._stop, self._max_chars)
+            self._parts.clear()
+            return self._text(text)
+        # Sent text cannot be unsent: the rewrite follows as a new paragraph (see README).
+        return self._text(("\n\n" if sent else "") + text)
+
+    def _tool_call_deltas(self, deltas: Any) -> list[dict[str, Any]]:
+        if self.finished or not isinstance(deltas, list):
+            return []
+        out = []
+        for position, raw in enumerate(deltas):
+            if not isinstance(raw, Mapping):
+                raise UpstreamError("upstream sent a malformed tool call")
+            index = raw.get("index", position)
+            if not isinstance(index, int):
+                raise UpstreamError("upstream sent a tool call without a valid index")
+            function: Mapping[str, Any] = raw.get("function") or {}
+            if not isinstance(function, Mapping):
+                raise UpstreamError("upstream sent a malformed tool call")
+            name = function.get("name")
+            arguments = function.get("arguments") or ""
+            if not isinstance(arguments, str):
+                arguments = json.dumps(arguments)
+            delta: dict[str, Any] = {"index": index}
+            call = self.tool_calls.get(index)
+            if call is None:
+                call_id = raw.get("id")
+                if not isinstance(call_id, str) or not call_id:
+                    digest = hashlib.sha256(f"{self.meta.id}/{self.index}/{index}".encode()).hexdigest()
+                    call_id = f"call_{digest[:24]}"
+                call = {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name or "", "arguments": ""},
+                }
+                self.tool_calls[index] = call
+                delta.update(
+                    id=call_id,
+                    type="function",
+                    function={"name": call["function"]["name"], "arguments": arguments},
+                )
+            else:
+                if isinstance(name, str) and name and not call["function"]["name"]:
+                    call["function"]["name"] = name
+                delta["function"] = {"arguments": arguments}
+            call["function"]["arguments"] += arguments
+            out.append(delta)
+        return [self._chunk({"tool_calls": out})] if out else []
+
+    def _finish(self, reason: str | None = None) -> list[dict[str, Any]]:
+        """Close the choice. The reason: a cut by the gate, else upstream's, else what happened."""
+        if self.finished:
+            return []
+        chunks = []
+        tail = self._gate.finish()
+        if tail:
+            self._parts.append(tail)
+            chunks.append(self._chunk({"content": tail}))
+        if self._gate.reason is not None:
+            reason = self._gate.reason
+        elif self.tool_calls and reason in (None, "stop", "function_call"):
+            reason = "tool_calls"
+        for index, call in self.tool_calls.items():
+            if not call["function"]["arguments"].strip():
+                # Arguments must be a JSON document once complete; an empty one means "{}".
+                call["function"]["arguments"] = "{}"
+                chunks.append(
+                    self._chunk({"tool_calls": [{"index": index, "function": {"arguments": "{}"}}]})
+                )
+        self.finish_reason = reason or "stop"
+        chunks.append(self._chunk({}, self.finish_reason))
+        return chunks
+
+
+class PoeStreamToChatChunks(_ChoiceStream):
+    """Poe bot-protocol events -> chat completion chunks, for one choice."""
+
+    def feed(self, event: ServerSentEvent) -> list[dict[str, Any]]:
+        kind = event.event
+        if kind in _IGNORED_POE_EVENTS:
+            return []
+        if kind == "done":
+            return self._finish()
+        if kind not in ("text", "replace_response", "json", "file", "error"):
+            return []  # unknown events are ignored, as the protocol asks of clients
+        data = _json_object(event, kind)
+        if kind == "text":
+            return self._text(_text_field(data, kind))
+        if kind == "replace_response":
+            return self._replace(_text_field(data, kind))
+        if kind == "json":
+            return self._json(data)
+        if kind == "file":
+            return self._file(data)
+        raise error_from_poe_error_event(data)
+
+    def _json(self, data: Mapping[str, Any]) -> list[dict[str, Any]]:
+        # Tool calls arrive as OpenAI-shaped deltas: {"choices": [{"delta": {...}, "finish_reason"}]}.
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+            return []
+        delta = choices[0].get("delta")
+        if not isinstance(delta, Mapping):
+            return []
+        chunks = self._tool_call_deltas(delta.get("tool_calls"))
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            chunks.extend(self._text(content))
+        return chunks
+
+    def _file(self, data: Mapping[str, Any]) -> list[dict[str, Any]]:
+        # A bot's output file (e.g. a generated image) becomes a Markdown link in the content.
+        url, name = data.get("url"), data.get("name")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            return []
+        label = name if isinstance(name, str) else "file"
+        content_type = data.get("content_type")
+        bang = "!" if isinstance(content_type, str) and content_type.startswith("image/") else ""
+        prefix = "\n\n" if self.content else ""
+        return self._text(f"{prefix}{bang}[{label}]({url})")
+
+
+class OpenAIStreamToChatChunks(_ChoiceStream):
+    """Poe's OpenAI-compatible chunks -> our chunks: ids, model and index made ours."""
+
+    def __init__(self, meta: CompletionMeta, **options: Any) -> None:
+        super().__init__(meta, **options)
+        self._upstream_done = False
+
+    @property
+    def wants_more(self) -> bool:
+        """Finished, but upstream's usage chunk and ``[DONE]`` may still follow."""
+        return not self._upstream_done and self.upstream_usage is None
+
+    def feed(self, event: ServerSentEvent) -> list[dict[str, Any]]:
+        if event.data.strip() == "[DONE]":
+            self._upstream_done = True
+            return self._finish()
+        data = _json_object(event, "chunk")
+        error = data.get("error")
+        if error is not None:
+            message = error.get("message") if isinstance(error, Mapping) else error
+            raise UpstreamError(f"Poe failed mid-stream: {summarize_upstream_text(str(message))}")
+        usage = data.get("usage")
+        if isinstance(usage, Mapping):
+            self.upstream_usage = dict(usage)
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+            return []
+        choice = choices[0]
+        chunks: list[dict[str, Any]] = []
+        delta = choice.get("delta")
+        if isinstance(delta, Mapping):
+            chunks.extend(self._tool_call_deltas(delta.get("tool_calls")))
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                chunks.extend(self._text(content))
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str) and reason:
+            chunks.extend(self._finish(reason))
+        return chunks
+
+
+def _json_object(event: ServerSentEvent, kind: str) -> dict[str, Any]:
+    try:
+        data = json.loads(event.data)
+    except ValueError:
+        raise UpstreamError(f"Poe sent a malformed '{kind}' event.", code="upstream_malformed") from None
+    if not isinstance(data, dict):
+        raise UpstreamError(f"Poe sent a malformed '{kind}' event.", code="upstream_malformed")
+    return data
+
+
+def _text_field(data: Mapping[str, Any], kind: str) -> str:
+    text = data.get("text")
+    if not isinstance(text, str):
+        raise UpstreamError(f"Poe sent a '{kind}' event without text.", code="upstream_malformed")
+    return text
+
+
+def total_usage(choices: Sequence[_ChoiceStream], prompt_tokens: int) -> dict[str, Any]:
+    """Usage over all choices: upstream's figures where it reported them, else estimates.
+
+    Each choice is its own upstream call, so each call's prompt counts (that is what Poe bills).
+    """
+    prompt = completion = 0
+    for choice in choices:
+        reported = choice.upstream_usage
+        if (
+            reported
+            and isinstance(reported.get("prompt_tokens"), int)
+            and isinstance(reported.get("completion_tokens"), int)
+        ):
+            prompt += reported["prompt_tokens"]
+            completion += reported["completion_tokens"]
+        else:
+            prompt += prompt_tokens
+            completion += choice.completion_tokens()
+    return usage_dict(prompt, completion)
+
+
+def chat_completion(
+    meta: CompletionMeta, choices: Sequence[_ChoiceStream], usage: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The non-streaming ``chat.completion`` built from finished converters."""
+    return {
+        "id": meta.id,
+        "object": "chat.completion",
+        "created": meta.created,
+        "model": meta.model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": c.index,
+                "message": c.message(),
+                "logprobs": None,
+                "finish_reason": c.finish_reason or "stop",
+            }
+            for c in choices
+        ],
+        "usage": dict(usage),
+    }

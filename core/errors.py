@@ -1,0 +1,212 @@
+"""The OpenAI error model: one exception family that knows how to answer.
+
+Every failure the proxy reports - bad input, a missing key, an upstream fault - is an
+``OpenAIError``. It carries the HTTP status and the fields of OpenAI's error body
+(``{"error": {"message", "type", "param", "code"}}``), so the I/O layer only has to
+serialise it, whether as a response or as an event in the middle of a stream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+# Bearer tokens and Poe keys must never be echoed back; upstream text is scrubbed with this.
+_SECRET_PATTERNS = (
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"),
+    re.compile(
+        r"(?i)((?:api[_-]?key|access[_-]?key|authorization|token)[\"']?\s*[:=]\s*[\"']?)"
+        r"[A-Za-z0-9._~+/=-]{6,}"
+    ),
+    re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"),
+)
+UPSTREAM_TEXT_LIMIT = 300
+
+
+class OpenAIError(Exception):
+    """Base of the family. Subclasses fix ``status`` and ``type``; ``code``/``param`` vary."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    default_code: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The body OpenAI sends for this error."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, param={self.param!r}, code={self.code!r})"
+
+
+class InvalidRequestError(OpenAIError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationError(OpenAIError):
+    status = 401
+    type = "invalid_request_error"
+    default_code = "invalid_api_key"
+
+
+class InsufficientQuotaError(OpenAIError):
+    status = 402
+    type = "insufficient_quota"
+    default_code = "insufficient_quota"
+
+
+class PermissionDeniedError(OpenAIError):
+    status = 403
+    type = "invalid_request_error"
+    default_code = "permission_denied"
+
+
+class NotFoundError(OpenAIError):
+    status = 404
+    type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class MethodNotAllowedError(OpenAIError):
+    status = 405
+    type = "invalid_request_error"
+    default_code = "method_not_allowed"
+
+
+class RequestTooLargeError(OpenAIError):
+    status = 413
+    type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class UnprocessableError(OpenAIError):
+    status = 422
+    type = "invalid_request_error"
+
+
+class RateLimitError(OpenAIError):
+    status = 429
+    type = "requests"
+    default_code = "rate_limit_exceeded"
+
+
+class UpstreamError(OpenAIError):
+    """Poe answered, but not with something we can pass on (5xx, garbage, a broken stream)."""
+
+    status = 502
+    type = "server_error"
+    default_code = "upstream_error"
+
+
+class UpstreamUnavailableError(UpstreamError):
+    status = 503
+    default_code = "upstream_unavailable"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status = 504
+    default_code = "upstream_timeout"
+
+
+def redact(text: str) -> str:
+    """Remove anything that looks like a credential from ``text``."""
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "[redacted]", text)
+    return text
+
+
+def summarize_upstream_text(body: str, *, secrets: tuple[str, ...] = ()) -> str:
+    """Upstream error text fit to show a client: one line, short, with no key in it."""
+    if "<html" in body[:500].lower() or "<!doctype" in body[:500].lower():
+        # An HTML error page (a CDN or load balancer) says nothing useful to an API client.
+        return "upstream returned an HTML error page"
+    text = " ".join(body.split())
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    text = redact(text)
+    if len(text) > UPSTREAM_TEXT_LIMIT:
+        text = text[: UPSTREAM_TEXT_LIMIT - 3] + "..."
+    return text
+
+
+def _upstream_message(body: Any) -> str | None:
+    """Pull the human message out of an upstream error body (OpenAI or Poe shaped)."""
+    if isinstance(body, Mapping):
+        error = body.get("error")
+        if isinstance(error, Mapping) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        for key in ("message", "detail", "text"):
+            if isinstance(body.get(key), str):
+                return str(body[key])
+    return None
+
+
+def error_from_upstream_status(
+    status: int,
+    body_text: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    secrets: tuple[str, ...] = (),
+    parsed_body: Any = None,
+) -> OpenAIError:
+    """Map an upstream HTTP error to the OpenAI error a client expects.
+
+    ``parsed_body`` is the JSON body when the caller could parse it; its message is preferred.
+    """
+    headers = {k.lower(): v for k, v in (headers or {}).items()}
+    message = _upstream_message(parsed_body)
+    detail = summarize_upstream_text(message if message is not None else body_text, secrets=secrets)
+    upstream_code: str | None = None
+    if isinstance(parsed_body, Mapping) and isinstance(parsed_body.get("error"), Mapping):
+        raw_code = parsed_body["error"].get("code")
+        upstream_code = raw_code if isinstance(raw_code, str) else None
+    suffix = f": {detail}" if detail else ""
+    if status == 401:
+        return AuthenticationError(f"Poe rejected the API key{suffix}")
+    if status == 402:
+        return InsufficientQuotaError(f"Poe reports insufficient points{suffix}")
+    if status == 403:
+        return PermissionDeniedError(f"Poe denied access{suffix}")
+    if status == 404:
+        return NotFoundError(
+            f"Poe has no such model or endpoint{suffix}", code=upstream_code or "model_not_found"
+        )
+    if status == 408:
+        return UpstreamTimeoutError(f"Poe timed out{suffix}")
+    if status == 413:
+        return RequestTooLargeError(f"Poe rejected the request as too large{suffix}")
+    if status == 429:
+        extra = {"Retry-After": headers["retry-after"]} if "retry-after" in headers else None
+        return RateLimitError(f"Poe rate limit reached{suffix}", headers=extra)
+    if 400 <= status < 500:
+        return InvalidRequestError(f"Poe rejected the request ({status}){suffix}", code=upstream_code)
+    if status in (503, 529):
+        return UpstreamUnavailableError(f"Poe is unavailable ({status}){suffix}")
+    if status == 504:
+        return UpstreamTimeoutError(f"Poe timed out ({status}){suffix}")
+    return UpstreamError(f"Poe failed ({status}){suffix}")

@@ -1,0 +1,82 @@
+"""Model names: what a client asks for, and which Poe bot answers.
+
+OpenAI tools hard-code OpenAI (and Anthropic) model ids. Poe names its bots differently but
+matches them case-insensitively, so we only need a small table for the names that differ,
+plus whatever the operator adds with ``MODEL_ALIASES``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from .errors import InvalidRequestError
+
+# OpenAI / Anthropic API ids -> Poe bot names. Keys are lower-case, with date suffixes removed.
+DEFAULT_ALIASES: Mapping[str, str] = {
+    "gpt-3.5-turbo": "GPT-3.5-Turbo",
+    "gpt-4": "GPT-4-Classic",
+    "gpt-4-turbo": "GPT-4-Turbo",
+    "gpt-4o": "GPT-4o",
+    "chatgpt-4o-latest": "ChatGPT-4o-Latest",
+    "gpt-4o-mini": "GPT-4o-Mini",
+    "gpt-4.1": "GPT-4.1",
+    "gpt-4.1-mini": "GPT-4.1-Mini",
+    "gpt-4.1-nano": "GPT-4.1-Nano",
+    "gpt-5": "GPT-5",
+    "gpt-5-mini": "GPT-5-mini",
+    "gpt-5-nano": "GPT-5-nano",
+    "o1": "o1",
+    "o1-mini": "o1-mini",
+    "o3": "o3",
+    "o3-mini": "o3-mini",
+    "o4-mini": "o4-mini",
+    "claude-3-haiku": "Claude-Haiku-3",
+    "claude-3-opus": "Claude-Opus-3",
+    "claude-3-5-haiku": "Claude-Haiku-3.5",
+    "claude-3-5-sonnet": "Claude-Sonnet-3.5",
+    "claude-3-7-sonnet": "Claude-Sonnet-3.7",
+    "claude-sonnet-4": "Claude-Sonnet-4",
+    "claude-opus-4": "Claude-Opus-4",
+    "claude-opus-4-1": "Claude-Opus-4.1",
+    "claude-sonnet-4-5": "Claude-Sonnet-4.5",
+    "claude-opus-4-5": "Claude-Opus-4.5",
+    "claude-haiku-4-5": "Claude-Haiku-4.5",
+    "gemini-1.5-pro": "Gemini-1.5-Pro",
+    "gemini-2.0-flash": "Gemini-2.0-Flash",
+    "gemini-2.5-pro": "Gemini-2.5-Pro",
+    "gemini-2.5-flash": "Gemini-2.5-Flash",
+}
+
+# "-20241022", "-2024-08-06", "-latest" (but not "chatgpt-4o-latest", which is a name of its own).
+_DATE_SUFFIX = re.compile(r"-(?:\d{8}|\d{4}-\d{2}-\d{2}|latest)$")
+_BOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def resolve_bot_name(
+    model: str,
+    aliases: Mapping[str, str] | None = None,
+    *,
+    param: str = "model",
+) -> str:
+    """The Poe bot that serves ``model``.
+
+    Operator aliases win over the built-in table; a name in neither is taken as a Poe bot name.
+    The result is safe to put in a URL path.
+    """
+    key = model.strip().lower()
+    for table in (aliases or {}, DEFAULT_ALIASES):
+        if key in table:
+            return table[key]
+    undated = _DATE_SUFFIX.sub("", key)
+    for table in (aliases or {}, DEFAULT_ALIASES):
+        if undated in table:
+            return table[undated]
+    name = model.strip()
+    if not _BOT_NAME.match(name):
+        raise InvalidRequestError(
+            f"{model!r} is not a valid model name: use letters, digits, '.', '_' and '-'",
+            param=param,
+            code="invalid_model",
+        )
+    return name

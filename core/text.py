@@ -1,0 +1,79 @@
+"""Stop sequences and length limits applied to text that arrives in pieces.
+
+Poe bots may ignore ``stop`` and ``max_tokens``; the proxy enforces both itself. To cut at a
+stop sequence that straddles two chunks, the gate holds back only the tail of the text that
+could still become a stop sequence - never more - so streaming stays immediate.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+GateReason = Literal["stop", "length"]
+
+
+class TextGate:
+    """Feed text with ``push``; emit what it returns; call ``finish`` at the end of the stream."""
+
+    __slots__ = ("_held", "_max_chars", "_stops", "emitted_chars", "reason")
+
+    def __init__(self, stop: tuple[str, ...] = (), max_chars: int | None = None) -> None:
+        self._stops = tuple(s for s in stop if s)
+        self._max_chars = max_chars
+        self._held = ""
+        self.emitted_chars = 0
+        self.reason: GateReason | None = None
+
+    @property
+    def closed(self) -> bool:
+        """True once a stop sequence or the length limit ended the text: drop the rest."""
+        return self.reason is not None
+
+    def push(self, text: str) -> str:
+        if self.reason is not None or not text:
+            return ""
+        if not self._stops and self._max_chars is None:
+            self.emitted_chars += len(text)
+            return text
+        buffer = self._held + text
+        stop_at = self._first_stop(buffer)
+        if stop_at is not None:
+            return self._release(buffer[:stop_at], "stop")
+        hold = self._partial_stop_length(buffer)
+        self._held = buffer[len(buffer) - hold :] if hold else ""
+        return self._release(buffer[: len(buffer) - hold], None)
+
+    def finish(self) -> str:
+        """The stream ended: text held back for a possible stop sequence was not one."""
+        if self.reason is not None:
+            return ""
+        held, self._held = self._held, ""
+        return self._release(held, None)
+
+    def _release(self, text: str, reason: GateReason | None) -> str:
+        if self._max_chars is not None and self.emitted_chars + len(text) > self._max_chars:
+            text = text[: self._max_chars - self.emitted_chars]
+            reason = "length"
+        if reason is not None:
+            self.reason = reason
+            self._held = ""
+        self.emitted_chars += len(text)
+        return text
+
+    def _first_stop(self, buffer: str) -> int | None:
+        best: int | None = None
+        for stop in self._stops:
+            at = buffer.find(stop)
+            if at != -1 and (best is None or at < best):
+                best = at
+        return best
+
+    def _partial_stop_length(self, buffer: str) -> int:
+        """Length of the longest tail of ``buffer`` that is a proper prefix of a stop sequence."""
+        longest = 0
+        for stop in self._stops:
+            for size in range(min(len(stop) - 1, len(buffer)), longest, -1):
+                if buffer.endswith(stop[:size]):
+                    longest = size
+                    break
+        return longest

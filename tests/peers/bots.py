@@ -1,0 +1,141 @@
+"""Real Poe bots, written with ``fastapi_poe`` and served over its own protocol.
+
+Poe's ``api.poe.com/bot/<name>`` speaks exactly what a ``fastapi_poe`` server speaks, so these
+are the upstream the proxy is tested against. Bots live at ``/bot/<name>`` like on Poe.
+
+* ``echo`` (also serving the default model ``claude-opus-4.5``): streams the last user message
+  back, a word at a time.
+* ``inspect``: answers with the JSON of the ``QueryRequest`` it received.
+* ``script``: the last user message is a JSON list of steps, played as bot output:
+  ``["text", s]``, ``["replace", s]``, ``["sleep", seconds]``, ``["json", obj]``,
+  ``["error", text, allow_retry, error_type]``, ``["meta"]``, ``["file", url, type, name]``,
+  ``["raise"]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+from collections.abc import AsyncIterable
+from typing import Any
+
+import fastapi_poe as fp
+from sse_starlette.event import ServerSentEvent
+
+POE_KEY = "test-poe-key-0000000000000000000"
+assert len(POE_KEY) == 32  # fastapi_poe wants 32-character access keys
+
+
+def last_user_text(request: fp.QueryRequest) -> str:
+    return next((m.content for m in reversed(request.query) if m.role == "user"), "")
+
+
+class EchoBot(fp.PoeBot):
+    async def get_response(self, request: fp.QueryRequest) -> AsyncIterable[fp.PartialResponse]:
+        for word in re.findall(r"\S+\s*|\s+", last_user_text(request)) or [""]:
+            yield fp.PartialResponse(text=word)
+
+
+class InspectBot(fp.PoeBot):
+    async def get_response(self, request: fp.QueryRequest) -> AsyncIterable[fp.PartialResponse]:
+        seen = request.model_dump(
+            mode="json",
+            include={
+                "query",
+                "temperature",
+                "stop_sequences",
+                "logit_bias",
+                "user_id",
+                "conversation_id",
+                "message_id",
+                "tools",
+                "tool_calls",
+                "tool_results",
+                "version",
+                "type",
+            },
+        )
+        yield fp.PartialResponse(text=json.dumps(seen))
+
+
+class ScriptBot(fp.PoeBot):
+    async def get_response(self, request: fp.QueryRequest) -> AsyncIterable[Any]:
+        for step in json.loads(last_user_text(request)):
+            kind, *args = step
+            if kind == "text":
+                yield fp.PartialResponse(text=args[0])
+            elif kind == "replace":
+                yield fp.PartialResponse(text=args[0], is_replace_response=True)
+            elif kind == "sleep":
+                await asyncio.sleep(args[0])
+            elif kind == "json":
+                yield ServerSentEvent(event="json", data=json.dumps(args[0]))
+            elif kind == "error":
+                allow_retry = args[1] if len(args) > 1 else True
+                error_type = args[2] if len(args) > 2 else None
+                yield fp.ErrorResponse(text=args[0], allow_retry=allow_retry, error_type=error_type)
+            elif kind == "meta":
+                yield fp.MetaResponse(text="", content_type="text/markdown")
+            elif kind == "file":
+                url, content_type, name = args
+                yield fp.PartialResponse(
+                    text="", attachment=fp.Attachment(url=url, content_type=content_type, name=name)
+                )
+            elif kind == "raise":
+                raise RuntimeError("scripted failure")
+
+
+class Gates:
+    """Cross-thread signals between a test and ``GatedBot`` (the bot server runs in-process)."""
+
+    def __init__(self) -> None:
+        self.release: dict[str, threading.Event] = {}
+        self.cancelled: dict[str, threading.Event] = {}
+
+    def open(self, token: str) -> tuple[threading.Event, threading.Event]:
+        self.release[token] = threading.Event()
+        self.cancelled[token] = threading.Event()
+        return self.release[token], self.cancelled[token]
+
+
+GATES = Gates()
+
+
+class GatedBot(fp.PoeBot):
+    """Sends "first ", then waits for the test to release it before "second".
+
+    The last user message is the gate token. If the proxy buffered, the test could never see
+    "first " before releasing: it would time out. If the call is cancelled while waiting (the
+    client went away), the ``cancelled`` event is set.
+    """
+
+    async def get_response(self, request: fp.QueryRequest) -> AsyncIterable[fp.PartialResponse]:
+        token = last_user_text(request)
+        release, cancelled = GATES.release[token], GATES.cancelled[token]
+        finished = False
+        try:
+            yield fp.PartialResponse(text="first ")
+            while not release.is_set():  # noqa: ASYNC110 - a threading.Event set from the test thread
+                await asyncio.sleep(0.01)
+            yield fp.PartialResponse(text="second")
+            finished = True
+        finally:
+            if not finished:
+                cancelled.set()
+
+
+BOT_NAMES = ("echo", "claude-opus-4.5", "inspect", "script", "gated")
+
+
+def make_bot_server() -> Any:
+    """A FastAPI app serving every test bot (no settings sync: no bot_name is set)."""
+    bots = [
+        EchoBot(path="/bot/echo", access_key=POE_KEY),
+        EchoBot(path="/bot/claude-opus-4.5", access_key=POE_KEY),
+        InspectBot(path="/bot/inspect", access_key=POE_KEY),
+        ScriptBot(path="/bot/script", access_key=POE_KEY),
+        GatedBot(path="/bot/gated", access_key=POE_KEY),
+    ]
+    return fp.make_app(bots)

@@ -1,0 +1,224 @@
+"""A stand-in for Poe's OpenAI-compatible API (``/v1``), for ``POE_BACKEND=openai`` tests.
+
+Chat completions are answered by the real ``fastapi_poe`` bots of ``bots.py``, called with
+``fastapi_poe``'s own client, so the same scripted bots drive both backends. Responses are
+built from the ``openai`` SDK's own pydantic types, so their shape is OpenAI's. Usage is
+reported as one token per word, a count the proxy's own estimate never gives, so tests can
+tell reported usage from estimated usage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import fastapi_poe as fp
+import fastapi_poe.client
+import httpx
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .bots import BOT_NAMES, POE_KEY
+
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "bot"}
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def error(
+    status: int, message: str, code: str | None = None, kind: str = "invalid_request_error"
+) -> Response:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status)
+
+
+def content_text(content: Any) -> str:
+    if isinstance(content, list):
+        return "\n\n".join(p.get("text", "") for p in content if p.get("type") == "text")
+    return content or ""
+
+
+def to_query(body: dict[str, Any]) -> tuple[fp.QueryRequest, dict[str, Any]]:
+    messages = body["messages"]
+    extra: dict[str, Any] = {}
+    # A trailing tool round goes to tool_calls/tool_results, as the bot protocol wants it.
+    end = len(messages)
+    while end > 0 and messages[end - 1]["role"] == "tool":
+        end -= 1
+    if end < len(messages) and body.get("tools"):
+        calls = messages[end - 1]["tool_calls"]
+        names = {c["id"]: c["function"]["name"] for c in calls}
+        extra["tool_calls"] = [fp.ToolCallDefinition(**c) for c in calls]
+        extra["tool_results"] = [
+            fp.ToolResultDefinition(
+                role="tool",
+                name=names[m["tool_call_id"]],
+                tool_call_id=m["tool_call_id"],
+                content=content_text(m["content"]),
+            )
+            for m in messages[end:]
+        ]
+        messages = messages[: end - 1]
+    query = []
+    for m in messages:
+        attachments = [
+            fp.Attachment(url=p["image_url"]["url"], content_type="image/png", name="image")
+            for p in (m["content"] if isinstance(m.get("content"), list) else [])
+            if p.get("type") == "image_url"
+        ]
+        role = ROLES.get(m["role"], "user")
+        query.append(
+            fp.ProtocolMessage(role=role, content=content_text(m.get("content")), attachments=attachments)
+        )
+    stop = body.get("stop") or []
+    request = fp.QueryRequest(
+        version="1.2",
+        type="query",
+        query=query,
+        user_id="",
+        conversation_id="",
+        message_id="",
+        temperature=body.get("temperature"),
+        stop_sequences=[stop] if isinstance(stop, str) else stop,
+    )
+    if body.get("tools"):
+        extra["tools"] = [fp.ToolDefinition(**t) for t in body["tools"]]
+    return request, extra
+
+
+def make_openai_compat_server(bot_base_url: str) -> Starlette:
+    session = httpx.AsyncClient(timeout=30)
+
+    async def messages_from_bot(body: dict[str, Any]) -> AsyncIterator[fp.PartialResponse]:
+        request, extra = to_query(body)
+        async for message in fp.client.stream_request_base(
+            request,
+            body["model"],
+            POE_KEY,
+            base_url=f"{bot_base_url}/bot/",
+            session=session,
+            num_tries=1,
+            on_error=lambda e, m: None,
+            **extra,
+        ):
+            yield message
+
+    def deltas(message: fp.PartialResponse) -> list[dict[str, Any]]:
+        if message.data is not None:
+            choice = message.data.get("choices", [{}])[0]
+            return [choice.get("delta", {})]
+        return [{"content": message.text}] if message.text else []
+
+    async def chat(request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bearer {POE_KEY}":
+            return error(401, "Invalid API key", "invalid_api_key")
+        body = await request.json()
+        prompt = sum(words(content_text(m.get("content"))) for m in body["messages"])
+        cid, created, model = "chatcmpl-upstream", int(time.time()), body["model"]
+        if model.lower() not in BOT_NAMES:
+            return error(404, f"The model `{model}` does not exist", "model_not_found")
+        stream = messages_from_bot(body)
+        try:
+            first = await anext(stream)
+        except StopAsyncIteration:
+            first = None
+        except fp.client.BotError as exc:
+            return error(500, f"bot error: {exc}", None, "server_error")
+
+        async def all_messages() -> AsyncIterator[fp.PartialResponse]:
+            if first is not None:
+                yield first
+            async for message in stream:
+                yield message
+
+        if not body.get("stream"):
+            text, calls = "", {}
+            async for message in all_messages():
+                for delta in deltas(message):
+                    text += delta.get("content") or ""
+                    for call in delta.get("tool_calls") or []:
+                        slot = calls.setdefault(
+                            call["index"],
+                            {
+                                "id": call.get("id"),
+                                "type": "function",
+                                "function": {"name": "", "arguments": ""},
+                            },
+                        )
+                        slot["function"]["name"] += call.get("function", {}).get("name") or ""
+                        slot["function"]["arguments"] += call.get("function", {}).get("arguments") or ""
+            message: dict[str, Any] = {"role": "assistant", "content": text or None}
+            if calls:
+                message["tool_calls"] = [calls[i] for i in sorted(calls)]
+            completion = ChatCompletion.model_validate(
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt,
+                        "completion_tokens": words(text),
+                        "total_tokens": prompt + words(text),
+                    },
+                }
+            )
+            return JSONResponse(completion.model_dump(mode="json", exclude_unset=True))
+
+        def sse(
+            delta: dict[str, Any],
+            finish: str | None = None,
+            usage: dict[str, int] | None = None,
+            empty: bool = False,
+        ) -> bytes:
+            chunk = ChatCompletionChunk.model_validate(
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [] if empty else [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    **({"usage": usage} if usage else {}),
+                }
+            )
+            return f"data: {json.dumps(chunk.model_dump(mode='json', exclude_unset=True))}\n\n".encode()
+
+        async def events() -> AsyncIterator[bytes]:
+            yield sse({"role": "assistant", "content": ""})
+            text, saw_tools = "", False
+            try:
+                async for message in all_messages():
+                    for delta in deltas(message):
+                        saw_tools = saw_tools or bool(delta.get("tool_calls"))
+                        text += delta.get("content") or ""
+                        if delta.get("content") or delta.get("tool_calls"):
+                            yield sse({k: v for k, v in delta.items() if k in ("content", "tool_calls")})
+            except fp.client.BotError as exc:
+                failure = {"error": {"message": str(exc), "type": "server_error"}}
+                yield f"data: {json.dumps(failure)}\n\n".encode()
+                return
+            yield sse({}, "tool_calls" if saw_tools else "stop")
+            if (body.get("stream_options") or {}).get("include_usage"):
+                yield sse(
+                    {},
+                    usage={
+                        "prompt_tokens": prompt,
+                        "completion_tokens": words(text),
+                        "total_tokens": prompt + words(text),
+                    },
+                    empty=True,
+                )
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])

@@ -1,0 +1,78 @@
+"""Real streaming over a real uvicorn: no buffering, and a client that leaves cancels upstream.
+
+``GatedBot`` sends "first " and then blocks until the test releases it, so these tests do not
+time anything: if the proxy buffered, the first chunk could not arrive and the read would time
+out; if the proxy did not cancel, the bot would never see its call end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+
+import httpx
+
+from tests.peers.bots import GATES, POE_KEY
+
+WAIT = 10  # seconds before a missing event counts as a failure (never reached when passing)
+
+
+def chat_body(token: str, **extra: object) -> dict[str, object]:
+    return {"model": "gated", "messages": [{"role": "user", "content": token}], "stream": True, **extra}
+
+
+def content_of(line: str) -> str:
+    chunk = json.loads(line.removeprefix("data: "))
+    return "".join(c["delta"].get("content") or "" for c in chunk["choices"])
+
+
+def test_first_token_arrives_while_the_bot_is_still_writing(proxy_url: str) -> None:
+    token = uuid.uuid4().hex
+    release, cancelled = GATES.open(token)
+    headers = {"Authorization": f"Bearer {POE_KEY}"}
+    with httpx.stream(
+        "POST", f"{proxy_url}/v1/chat/completions", json=chat_body(token), headers=headers, timeout=WAIT
+    ) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        text = ""
+        while "first" not in text:
+            line = next(lines)
+            if line.startswith("data: {"):
+                text += content_of(line)
+        assert not release.is_set()  # the bot is still blocked: nothing was buffered
+        release.set()
+        rest = [line for line in lines if line.startswith("data: ")]
+    assert rest[-1] == "data: [DONE]"
+    assert text + "".join(content_of(line) for line in rest[:-1]) == "first second"
+    assert not cancelled.is_set()
+
+
+def test_client_disconnect_cancels_the_upstream_call(proxy_url: str) -> None:
+    token = uuid.uuid4().hex
+    release, cancelled = GATES.open(token)
+    headers = {"Authorization": f"Bearer {POE_KEY}"}
+    with httpx.stream(
+        "POST", f"{proxy_url}/v1/chat/completions", json=chat_body(token), headers=headers, timeout=WAIT
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {") and "first" in content_of(line):
+                break
+    # The connection is closed here, with the bot blocked mid-answer.
+    assert cancelled.wait(WAIT), "the bot's call was not cancelled after the client left"
+    assert not release.is_set()
+
+
+def test_client_disconnect_cancels_non_streaming_calls_too(proxy_url: str) -> None:
+    token = uuid.uuid4().hex
+    _, cancelled = GATES.open(token)
+    headers = {"Authorization": f"Bearer {POE_KEY}"}
+    with contextlib.suppress(httpx.ReadTimeout):  # the client gives up while the bot is blocked
+        httpx.post(
+            f"{proxy_url}/v1/chat/completions",
+            json=chat_body(token, stream=False),
+            headers=headers,
+            timeout=0.5,
+        )
+    assert cancelled.wait(WAIT), "the bot's call was not cancelled after the client left"

@@ -231,9 +231,20 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
     return app
 
 
+def configure_logging(level: str) -> None:
+    """Request lines go to stderr unless the host already set up logging (uvicorn does not)."""
+    if not log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(level)
+
+
 def app_from_environ(environ: Mapping[str, str] | None = None) -> Starlette:
     """The app every entry point serves: settings from the environment."""
-    return create_app(Settings.from_mapping(os.environ if environ is None else environ))
+    settings = Settings.from_mapping(os.environ if environ is None else environ)
+    configure_logging(settings.log_level)
+    return create_app(settings)
 
 
 app = app_from_environ()

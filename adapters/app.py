@@ -16,7 +16,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -39,13 +39,22 @@ from core.chat_stream import (
     total_usage,
     usage_chunk,
 )
+from core.completions import (
+    completion_chunk_from_chat,
+    completion_usage_chunk,
+    echo_chunks,
+    parse_completion_request,
+    text_completion,
+)
+from core.embeddings import join_embeddings, parse_embeddings_request, upstream_batches
 from core.errors import MethodNotAllowedError, NotFoundError, OpenAIError
+from core.models import ModelListCache, find_model, openai_model_list
 from core.settings import Settings
 from core.sse import DONE_EVENT, encode_json_event
 from core.usage import estimate_prompt_tokens
 from core.validate import parse_json_object
 
-from .calls import ChoiceCall, Converter, merge, run_all
+from .calls import ChoiceCall, Converter, gather_or_fail, merge, run_all
 from .http import OpenCORSMiddleware, cancel_on_disconnect, error_response, read_body
 from .upstream import PoeUpstream
 
@@ -54,44 +63,67 @@ log = logging.getLogger("poe_openai_proxy")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+ChunkShaper = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
 class Proxy:
     """The route handlers, sharing one ``Settings`` and one ``PoeUpstream``."""
 
     def __init__(self, settings: Settings, upstream: PoeUpstream) -> None:
         self.settings = settings
         self.upstream = upstream
+        self.models_cache = ModelListCache(ttl=settings.models_cache_ttl)
 
-    # -- chat -----------------------------------------------------------------------------
-
-    async def chat_completions(self, request: Request) -> Response:
+    async def _body(self, request: Request) -> tuple[str, dict[str, Any]]:
+        """Authenticate, then read and parse the JSON body (in that order: no key, no reading)."""
         api_key = resolve_poe_key(request.headers.get("authorization"), self.settings)
         body = parse_json_object(await read_body(request, self.settings.max_body_bytes))
+        return api_key, body
+
+    # -- chat and legacy completions ------------------------------------------------------
+
+    async def chat_completions(self, request: Request) -> Response:
+        api_key, body = await self._body(request)
         chat = parse_chat_request(body, self.settings, max_media_bytes=self.settings.max_body_bytes)
         note(request, model=chat.bot, stream=chat.stream)
-        meta = CompletionMeta(
-            id=f"chatcmpl-{uuid.uuid4().hex}",
-            created=int(time.time()),
-            model=chat.bot,
-            include_usage=chat.stream and chat.include_usage,
-        )
+        meta = self._meta("chatcmpl", chat.bot, chat.stream and chat.include_usage)
         calls = [self._choice_call(chat, meta, index, api_key) for index in range(chat.n)]
         prompt_tokens = estimate_prompt_tokens(chat.prompt_texts())
-        if not chat.stream:
-            await cancel_on_disconnect(request, run_all(calls))
-            usage = total_usage([c.converter for c in calls], prompt_tokens)
-            return JSONResponse(chat_completion(meta, [c.converter for c in calls], usage))
 
-        chunks = merge(calls)
-        # Wait for the first chunk before answering: an upstream that refuses the call (401,
-        # 429, an error event) then gets a real HTTP error status instead of a broken stream.
-        try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            first = []
-        return StreamingResponse(
-            self._sse(chat, meta, first, chunks, calls, prompt_tokens),
-            media_type="text/event-stream",
-            headers=SSE_HEADERS,
+        def complete(usage: dict[str, Any]) -> dict[str, Any]:
+            return chat_completion(meta, [c.converter for c in calls], usage)
+
+        return await self._respond(request, meta, calls, chat.stream, prompt_tokens, complete)
+
+    async def completions(self, request: Request) -> Response:
+        api_key, body = await self._body(request)
+        legacy = parse_completion_request(body, self.settings)
+        note(request, model=legacy.bot, stream=legacy.stream)
+        meta = self._meta("cmpl", legacy.bot, legacy.stream and legacy.include_usage)
+        calls = [self._choice_call(chat, meta, index, api_key) for index, chat in legacy.choice_requests()]
+
+        def complete(usage: dict[str, Any]) -> dict[str, Any]:
+            return text_completion(meta, legacy, [c.converter for c in calls], usage)
+
+        return await self._respond(
+            request,
+            meta,
+            calls,
+            legacy.stream,
+            legacy.prompt_tokens_per_choice(),
+            complete,
+            shape=completion_chunk_from_chat,
+            prelude=echo_chunks(meta, legacy),
+            final_usage=completion_usage_chunk,
+        )
+
+    @staticmethod
+    def _meta(prefix: str, model: str, include_usage: bool) -> CompletionMeta:
+        return CompletionMeta(
+            id=f"{prefix}-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=model,
+            include_usage=include_usage,
         )
 
     def _choice_call(self, chat: ChatRequest, meta: CompletionMeta, index: int, api_key: str) -> ChoiceCall:
@@ -111,38 +143,100 @@ class Proxy:
         body = poe_query(chat, QueryIds.from_hex(uuid.uuid4().hex, chat.user))
         return ChoiceCall(self.upstream, f"/bot/{quote(chat.bot, safe='')}", api_key, body, converter)
 
-    async def _sse(
+    async def _respond(
         self,
-        chat: ChatRequest,
+        request: Request,
         meta: CompletionMeta,
-        first: list[dict[str, Any]],
-        rest: AsyncIterator[list[dict[str, Any]]],
         calls: list[ChoiceCall],
-        prompt_tokens: int,
-    ) -> AsyncIterator[bytes]:
+        stream: bool,
+        prompt_tokens: int | list[int],
+        complete: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        shape: ChunkShaper | None = None,
+        prelude: list[dict[str, Any]] | None = None,
+        final_usage: Callable[[CompletionMeta, dict[str, Any]], dict[str, Any]] = usage_chunk,
+    ) -> Response:
+        """Run the calls; answer with one JSON object, or stream their chunks as they come."""
+        if not stream:
+            await cancel_on_disconnect(request, run_all(calls))
+            return JSONResponse(complete(total_usage([c.converter for c in calls], prompt_tokens)))
+
+        chunks = merge(calls)
+        # Wait for the first chunk before answering: an upstream that refuses the call (401,
+        # 429, an error event) then gets a real HTTP error status instead of a broken stream.
         try:
-            if first:
-                yield b"".join(encode_json_event(c) for c in first)
-            async for chunks in rest:
-                yield b"".join(encode_json_event(c) for c in chunks)
-            if meta.include_usage:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            first = []
+
+        def wire(batch: list[dict[str, Any]]) -> bytes:
+            shaped = batch if shape is None else [c for c in map(shape, batch) if c is not None]
+            return b"".join(encode_json_event(c) for c in shaped)
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                if prelude:
+                    yield b"".join(encode_json_event(c) for c in prelude)
+                yield wire(first)
+                async for batch in chunks:
+                    yield wire(batch)
+                if meta.include_usage:
+                    usage = total_usage([c.converter for c in calls], prompt_tokens)
+                    yield encode_json_event(final_usage(meta, usage))
+                yield DONE_EVENT
+            except OpenAIError as exc:
+                # Mid-stream failure: an error event (the OpenAI SDK raises it) and no [DONE].
+                log.warning("stream failed: %s", exc.message)
+                yield encode_json_event(exc.to_dict())
+            except Exception:
+                log.exception("stream failed unexpectedly")
                 yield encode_json_event(
-                    usage_chunk(meta, total_usage([c.converter for c in calls], prompt_tokens))
+                    OpenAIError("The proxy failed while streaming.", code="internal_error").to_dict()
                 )
-            yield DONE_EVENT
-        except OpenAIError as exc:
-            # Mid-stream failure: an error event (the OpenAI SDK raises it) and no [DONE].
-            log.warning("stream failed: %s", exc.message)
-            yield encode_json_event(exc.to_dict())
-        except Exception:
-            log.exception("stream failed unexpectedly")
-            yield encode_json_event(
-                OpenAIError("The proxy failed while streaming.", code="internal_error").to_dict()
-            )
-        finally:
-            aclose = getattr(rest, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            finally:
+                await chunks.aclose()
+
+        return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    # -- models and embeddings (Poe's OpenAI-compatible API, whatever the backend) ---------
+
+    async def _model_list(self, request: Request) -> dict[str, Any]:
+        api_key = resolve_poe_key(request.headers.get("authorization"), self.settings)
+        now = time.monotonic()
+        cached = self.models_cache.get(now)
+        if cached is not None:
+            return cached
+        try:
+            upstream = await self.upstream.request_json("GET", "/v1/models", api_key)
+        except OpenAIError:
+            stale = self.models_cache.fallback()
+            if stale is None or not isinstance(stale, dict):
+                raise
+            log.warning("model list: Poe failed, serving the cached list")
+            return stale
+        models = openai_model_list(upstream, created=int(time.time()))
+        self.models_cache.put(models, now)
+        return models
+
+    async def models(self, request: Request) -> Response:
+        return JSONResponse(await self._model_list(request))
+
+    async def model(self, request: Request) -> Response:
+        model_id = request.path_params["model"]
+        return JSONResponse(
+            find_model(await self._model_list(request), model_id, self.settings.model_aliases)
+        )
+
+    async def embeddings(self, request: Request) -> Response:
+        api_key, body = await self._body(request)
+        wanted = parse_embeddings_request(body, self.settings)
+        note(request, model=wanted.model)
+        batch_size = self.settings.embedding_batch_size
+        bodies = upstream_batches(wanted, batch_size)
+
+        fetches = (self.upstream.request_json("POST", "/v1/embeddings", api_key, b) for b in bodies)
+        answers = await cancel_on_disconnect(request, gather_or_fail(*fetches))
+        return JSONResponse(join_embeddings(wanted, answers, batch_size))
 
 
 def note(request: Request, **fields: Any) -> None:
@@ -211,10 +305,15 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
     """An app for ``settings``; ``transport`` lets tests put a fault-injecting Poe underneath."""
     upstream = PoeUpstream(settings, transport)
     proxy = Proxy(settings, upstream)
-    routes = [
-        Route("/v1/chat/completions", proxy.chat_completions, methods=["POST"]),
-        Route("/chat/completions", proxy.chat_completions, methods=["POST"]),
-    ]
+    routes = []
+    for prefix in ("/v1", ""):  # OpenAI clients use /v1; some tools drop it
+        routes += [
+            Route(f"{prefix}/chat/completions", proxy.chat_completions, methods=["POST"]),
+            Route(f"{prefix}/completions", proxy.completions, methods=["POST"]),
+            Route(f"{prefix}/embeddings", proxy.embeddings, methods=["POST"]),
+            Route(f"{prefix}/models", proxy.models, methods=["GET"]),
+            Route(f"{prefix}/models/{{model:path}}", proxy.model, methods=["GET"]),
+        ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from core.chat_stream import OpenAIStreamToChatChunks, PoeStreamToChatChunks
 
 from .upstream import PoeUpstream
 
+T = TypeVar("T")
 Chunks = list[dict[str, Any]]
 Converter = PoeStreamToChatChunks | OpenAIStreamToChatChunks
 
@@ -49,20 +50,36 @@ class ChoiceCall:
             pass
 
 
+async def gather_or_fail(*work: Awaitable[T]) -> list[T]:
+    """Run ``work`` concurrently; the first failure cancels the rest and is raised as it is.
+
+    (``asyncio.TaskGroup`` would wrap it in an ``ExceptionGroup``; callers want the OpenAIError.)
+    """
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return [task.result() for task in tasks]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def run_all(calls: Sequence[ChoiceCall]) -> None:
     """Run every call to completion; the first failure cancels the others."""
     if len(calls) == 1:
         await calls[0].run()
         return
-    async with asyncio.TaskGroup() as group:
-        for call in calls:
-            group.create_task(call.run())
+    await gather_or_fail(*(call.run() for call in calls))
 
 
 _END = object()
 
 
-async def merge(calls: Sequence[ChoiceCall]) -> AsyncIterator[Chunks]:
+async def merge(calls: Sequence[ChoiceCall]) -> AsyncGenerator[Chunks, None]:
     """All calls' chunks, in arrival order. The first failure ends the merge and cancels the rest."""
     if len(calls) == 1:
         async for chunks in calls[0].chunks():

@@ -358,13 +358,15 @@ def _text_field(data: Mapping[str, Any], kind: str) -> str:
     return text
 
 
-def total_usage(choices: Sequence[_ChoiceStream], prompt_tokens: int) -> dict[str, Any]:
+def total_usage(choices: Sequence[_ChoiceStream], prompt_tokens: int | Sequence[int]) -> dict[str, Any]:
     """Usage over all choices: upstream's figures where it reported them, else estimates.
 
     Each choice is its own upstream call, so each call's prompt counts (that is what Poe bills).
+    ``prompt_tokens`` is the estimate for every choice, or one estimate per choice.
     """
+    estimates = [prompt_tokens] * len(choices) if isinstance(prompt_tokens, int) else list(prompt_tokens)
     prompt = completion = 0
-    for choice in choices:
+    for choice, estimate in zip(choices, estimates, strict=True):
         reported = choice.upstream_usage
         if (
             reported
@@ -374,7 +376,7 @@ def total_usage(choices: Sequence[_ChoiceStream], prompt_tokens: int) -> dict[st
             prompt += reported["prompt_tokens"]
             completion += reported["completion_tokens"]
         else:
-            prompt += prompt_tokens
+            prompt += estimate
             completion += choice.completion_tokens()
     return usage_dict(prompt, completion)
 

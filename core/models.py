@@ -7,10 +7,13 @@ plus whatever the operator adds with ``MODEL_ALIASES``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, NotFoundError, UpstreamError
 
 # OpenAI / Anthropic API ids -> Poe bot names. Keys are lower-case, with date suffixes removed.
 DEFAULT_ALIASES: Mapping[str, str] = {
@@ -80,3 +83,66 @@ def resolve_bot_name(
             code="invalid_model",
         )
     return name
+
+
+def openai_model_list(upstream: Any, *, created: int) -> dict[str, Any]:
+    """Poe's ``/v1/models`` answer in OpenAI's exact list shape (``created`` fills gaps)."""
+    items = upstream.get("data") if isinstance(upstream, Mapping) else upstream
+    if not isinstance(items, list):
+        raise UpstreamError("Poe's model list is not a list.", code="upstream_malformed")
+    data = []
+    for item in items:
+        model_id = item.get("id") if isinstance(item, Mapping) else item
+        if not isinstance(model_id, str) or not model_id:
+            continue
+        stamp = item.get("created") if isinstance(item, Mapping) else None
+        owner = item.get("owned_by") if isinstance(item, Mapping) else None
+        data.append(
+            {
+                "id": model_id,
+                "object": "model",
+                "created": stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else created,
+                "owned_by": owner if isinstance(owner, str) and owner else "poe",
+            }
+        )
+    return {"object": "list", "data": data}
+
+
+def find_model(
+    model_list: Mapping[str, Any], model: str, aliases: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """One entry of ``model_list`` by id, case-insensitively, aliases included; else 404.
+
+    The entry keeps Poe's spelling of the id, which is the name that identifies the bot.
+    """
+    wanted = {model.lower()}
+    with contextlib.suppress(InvalidRequestError):
+        wanted.add(resolve_bot_name(model, aliases).lower())
+    for entry in model_list["data"]:
+        if entry["id"].lower() in wanted:
+            return dict(entry)
+    raise NotFoundError(f"The model '{model}' does not exist on Poe.", param="model", code="model_not_found")
+
+
+@dataclass(slots=True)
+class ModelListCache:
+    """The model list, kept for ``ttl`` seconds; the caller passes the clock in.
+
+    A stale entry is still returned by ``fallback`` so that an upstream failure with a warm
+    cache can be answered from it.
+    """
+
+    ttl: float
+    _value: dict[str, Any] | None = None
+    _stored_at: float = 0.0
+
+    def get(self, now: float) -> dict[str, Any] | None:
+        if self._value is not None and now - self._stored_at < self.ttl:
+            return self._value
+        return None
+
+    def put(self, value: dict[str, Any], now: float) -> None:
+        self._value, self._stored_at = value, now
+
+    def fallback(self) -> dict[str, Any] | None:
+        return self._value

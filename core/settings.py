@@ -41,6 +41,7 @@ class Settings:
     poe_upload_url: str = DEFAULT_POE_UPLOAD_URL
     model_aliases: Mapping[str, str] = field(default_factory=dict)
     models_cache_ttl: float = 300.0
+    embedding_batch_size: int = 256
     log_level: str = "INFO"
 
     @property
@@ -103,6 +104,7 @@ class Settings:
             poe_upload_url=upload_url,
             model_aliases=parse_model_aliases(env.get("MODEL_ALIASES", "")),
             models_cache_ttl=number("MODELS_CACHE_TTL", 300.0, minimum=0),
+            embedding_batch_size=int(number("EMBEDDING_BATCH_SIZE", 256, minimum=1)),
             log_level=text("LOG_LEVEL", "INFO").upper(),
         )
 

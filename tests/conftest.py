@@ -11,32 +11,30 @@ import pytest
 
 from adapters.app import create_app
 from core.settings import Settings
-from tests.peers.bots import POE_KEY, make_bot_server
-from tests.peers.openai_compat import make_openai_compat_server
+from tests.peers.bots import POE_KEY
+from tests.peers.openai_compat import PeerState
+from tests.peers.poe import make_poe_server
 from tests.peers.serve import serve
 
 BACKENDS = ["bot", "openai"]
 
 
 @pytest.fixture(scope="session")
-def bot_server() -> Iterator[str]:
-    """A real fastapi_poe server: Poe's bot protocol at ``<url>/bot/<name>``."""
-    with serve(make_bot_server()) as url:
-        yield url
+def poe_state() -> PeerState:
+    return PeerState()
 
 
 @pytest.fixture(scope="session")
-def compat_server(bot_server: str) -> Iterator[str]:
-    """Poe's OpenAI-compatible API at ``<url>/v1``, answered by the same bots."""
-    with serve(make_openai_compat_server(bot_server)) as url:
+def poe_server(poe_state: PeerState) -> Iterator[str]:
+    """A local api.poe.com: bots at ``<url>/bot/<name>``, the OpenAI-compatible API at ``<url>/v1``."""
+    with serve(make_poe_server(poe_state)) as url:
         yield url
 
 
 @pytest.fixture
-def make_settings(bot_server: str, compat_server: str) -> Callable[..., Settings]:
+def make_settings(poe_server: str) -> Callable[..., Settings]:
     def make(backend: str = "bot", **env: str) -> Settings:
-        base = bot_server if backend == "bot" else compat_server
-        return Settings.from_mapping({"POE_BACKEND": backend, "POE_BASE_URL": base, **env})
+        return Settings.from_mapping({"POE_BACKEND": backend, "POE_BASE_URL": poe_server, **env})
 
     return make
 

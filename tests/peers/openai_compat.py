@@ -1,4 +1,4 @@
-"""A stand-in for Poe's OpenAI-compatible API (``/v1``), for ``POE_BACKEND=openai`` tests.
+"""A stand-in for Poe's OpenAI-compatible API (``/v1``): chat, models and embeddings.
 
 Chat completions are answered by the real ``fastapi_poe`` bots of ``bots.py``, called with
 ``fastapi_poe``'s own client, so the same scripted bots drive both backends. Responses are
@@ -9,7 +9,10 @@ tell reported usage from estimated usage.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +21,6 @@ import fastapi_poe as fp
 import fastapi_poe.client
 import httpx
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -92,16 +94,39 @@ def to_query(body: dict[str, Any]) -> tuple[fp.QueryRequest, dict[str, Any]]:
     return request, extra
 
 
-def make_openai_compat_server(bot_base_url: str) -> Starlette:
+EMBEDDING_MODELS = ("text-embedding-3-small", "text-embedding-3-large")
+EMBEDDING_BATCH_LIMIT = 16
+EXTRA_MODELS = ("vendor/some-model.v2",)
+
+
+def vector(text: str, dimensions: int) -> list[float]:
+    """A deterministic unit vector for ``text``."""
+    rng = random.Random(hashlib.sha256(text.encode()).digest())
+    raw = [rng.gauss(0, 1) for _ in range(dimensions)]
+    norm = math.sqrt(sum(x * x for x in raw))
+    return [x / norm for x in raw]
+
+
+class PeerState:
+    """What tests may inspect or switch on the stand-in."""
+
+    def __init__(self) -> None:
+        self.embedding_batches: list[int] = []
+        self.models_requests = 0
+        self.fail_models = False
+
+
+def make_openai_compat_routes(state: PeerState) -> list[Route]:
+    """Routes of Poe's OpenAI-compatible API; chat calls the bots on the same server."""
     session = httpx.AsyncClient(timeout=30)
 
-    async def messages_from_bot(body: dict[str, Any]) -> AsyncIterator[fp.PartialResponse]:
+    async def messages_from_bot(body: dict[str, Any], bot_base_url: str) -> AsyncIterator[fp.PartialResponse]:
         request, extra = to_query(body)
         async for message in fp.client.stream_request_base(
             request,
             body["model"],
             POE_KEY,
-            base_url=f"{bot_base_url}/bot/",
+            base_url=f"{bot_base_url}bot/",
             session=session,
             num_tries=1,
             on_error=lambda e, m: None,
@@ -123,7 +148,7 @@ def make_openai_compat_server(bot_base_url: str) -> Starlette:
         cid, created, model = "chatcmpl-upstream", int(time.time()), body["model"]
         if model.lower() not in BOT_NAMES:
             return error(404, f"The model `{model}` does not exist", "model_not_found")
-        stream = messages_from_bot(body)
+        stream = messages_from_bot(body, str(request.base_url))
         try:
             first = await anext(stream)
         except StopAsyncIteration:
@@ -221,4 +246,44 @@ def make_openai_compat_server(bot_base_url: str) -> Starlette:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    async def models(request: Request) -> Response:
+        state.models_requests += 1
+        if state.fail_models:
+            return error(500, "models are down", None, "server_error")
+        ids = [*BOT_NAMES, *EMBEDDING_MODELS, *EXTRA_MODELS]
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{"id": i, "object": "model", "created": 1700000000, "owned_by": "poe"} for i in ids],
+            }
+        )
+
+    async def embeddings(request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bearer {POE_KEY}":
+            return error(401, "Invalid API key", "invalid_api_key")
+        body = await request.json()
+        if body["model"] not in EMBEDDING_MODELS:
+            return error(404, f"The model `{body['model']}` does not exist", "model_not_found")
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if len(inputs) > EMBEDDING_BATCH_LIMIT:
+            return error(400, f"at most {EMBEDDING_BATCH_LIMIT} inputs per request")
+        state.embedding_batches.append(len(inputs))
+        dims = body.get("dimensions") or 1536
+        data = [
+            {"object": "embedding", "index": i, "embedding": vector(t, dims)} for i, t in enumerate(inputs)
+        ]
+        tokens = sum(words(t) for t in inputs)
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    return [
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+    ]

@@ -30,7 +30,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.auth import resolve_poe_key
-from core.chat_request import ChatRequest, QueryIds, openai_compat_body, parse_chat_request, poe_query
+from core.chat_request import (
+    ChatRequest,
+    QueryIds,
+    openai_compat_body,
+    parse_chat_request,
+    poe_query,
+    require_no_inline_media,
+)
 from core.chat_stream import (
     CompletionMeta,
     OpenAIStreamToChatChunks,
@@ -139,6 +146,7 @@ class Proxy:
             return ChoiceCall(
                 self.upstream, "/v1/chat/completions", api_key, openai_compat_body(chat), converter
             )
+        require_no_inline_media(chat)
         converter = PoeStreamToChatChunks(meta, **options)
         body = poe_query(chat, QueryIds.from_hex(uuid.uuid4().hex, chat.user))
         return ChoiceCall(self.upstream, f"/bot/{quote(chat.bot, safe='')}", api_key, body, converter)

@@ -653,6 +653,18 @@ def _system_additions(request: ChatRequest) -> list[str]:
     return [text for text in (json_instruction(request), tool_choice_instruction(request)) if text]
 
 
+def require_no_inline_media(request: ChatRequest) -> None:
+    """The bot backend attaches media by URL; inline bytes would need Poe's upload API first."""
+    for _, _, part in request.media_parts():
+        if part.data is not None:
+            raise InvalidRequestError(
+                "Inline (base64) media is not supported on the bot backend yet: send an http(s) URL, "
+                "or run the proxy with POE_BACKEND=openai.",
+                param=part.param,
+                code="unsupported_media",
+            )
+
+
 def poe_query(
     request: ChatRequest,
     ids: QueryIds,

@@ -364,3 +364,49 @@ async def test_sync_client_works_too(proxy_url: str) -> None:
         if c.choices
     )
     assert text == "sync stream"
+
+
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+
+
+async def test_image_by_url_reaches_the_bot_as_an_attachment(bot_client: openai.AsyncOpenAI) -> None:
+    content = [
+        {"type": "text", "text": "what is it?"},
+        {"type": "image_url", "image_url": {"url": "https://img.example/cat.png"}},
+    ]
+    result = await bot_client.chat.completions.create(
+        model="inspect", messages=[{"role": "user", "content": content}]
+    )
+    seen = json.loads(result.choices[0].message.content or "")
+    attachment = seen["query"][0]["attachments"][0]
+    assert (attachment["url"], attachment["content_type"], attachment["name"]) == (
+        "https://img.example/cat.png",
+        "image/png",
+        "cat.png",
+    )
+
+
+async def test_inline_image_on_bot_backend_is_a_clear_400(bot_client: openai.AsyncOpenAI) -> None:
+    content = [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        await bot_client.chat.completions.create(
+            model="echo", messages=[{"role": "user", "content": content}]
+        )
+    assert caught.value.param == "messages[0].content[0].image_url.url"
+    assert caught.value.code == "unsupported_media"
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("data:image/png;base64,!!!", "invalid_base64"),
+        ("data:text/plain;base64,aGk=", "invalid_image_format"),
+        ("ftp://x/y.png", "invalid_url"),
+    ],
+)
+async def test_invalid_image_urls_are_400(client: openai.AsyncOpenAI, url: str, code: str) -> None:
+    content = [{"type": "image_url", "image_url": {"url": url}}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": content}])
+    assert caught.value.code == code
+    assert caught.value.param == "messages[0].content[0].image_url.url"

@@ -87,6 +87,34 @@ class ScriptBot(fp.PoeBot):
                 raise RuntimeError("scripted failure")
 
 
+class WeatherToolBot(fp.PoeBot):
+    """Asks for ``get_weather`` when given tools; answers from the tool result when given one.
+
+    Tool-call deltas go out as ``json`` events in OpenAI's chunk shape, arguments in fragments,
+    which is how Poe streams function calls over the bot protocol.
+    """
+
+    async def get_response(self, request: fp.QueryRequest) -> AsyncIterable[Any]:
+        if request.tool_results:
+            result = request.tool_results[0]
+            yield fp.PartialResponse(text=f"{result.name} said: {result.content}")
+            return
+        if not request.tools:
+            yield fp.PartialResponse(text="no tools given")
+            return
+        name = request.tools[0].function.name
+        fragments = ['{"ci', 'ty": "Par', 'is"}']
+        first = {
+            "index": 0,
+            "id": "call_weather_1",
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        for delta in [first] + [{"index": 0, "function": {"arguments": f}} for f in fragments]:
+            chunk = {"choices": [{"index": 0, "delta": {"tool_calls": [delta]}, "finish_reason": None}]}
+            yield ServerSentEvent(event="json", data=json.dumps(chunk))
+
+
 class Gates:
     """Cross-thread signals between a test and ``GatedBot`` (the bot server runs in-process)."""
 
@@ -126,7 +154,7 @@ class GatedBot(fp.PoeBot):
                 cancelled.set()
 
 
-BOT_NAMES = ("echo", "claude-opus-4.5", "inspect", "script", "gated")
+BOT_NAMES = ("echo", "claude-opus-4.5", "inspect", "script", "gated", "weather")
 
 
 def make_bot_server() -> Any:
@@ -137,5 +165,6 @@ def make_bot_server() -> Any:
         InspectBot(path="/bot/inspect", access_key=POE_KEY),
         ScriptBot(path="/bot/script", access_key=POE_KEY),
         GatedBot(path="/bot/gated", access_key=POE_KEY),
+        WeatherToolBot(path="/bot/weather", access_key=POE_KEY),
     ]
     return fp.make_app(bots)

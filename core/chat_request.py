@@ -23,6 +23,7 @@ from .models import resolve_bot_name
 from .settings import Settings
 from .sse import dumps
 from .validate import (
+    missing_parameter,
     opt_bool,
     opt_int,
     opt_list,
@@ -147,11 +148,7 @@ def parse_chat_request(
 
     raw_messages = opt_list(body, "messages")
     if raw_messages is None:
-        raise InvalidRequestError(
-            "Missing required parameter: 'messages'.",
-            param="messages",
-            code="missing_required_parameter",
-        )
+        raise missing_parameter("messages")
     if not raw_messages:
         raise InvalidRequestError(
             "'messages' must contain at least one message.", param="messages", code="empty_array"
@@ -227,11 +224,7 @@ def _parse_message(raw: Any, param: str, max_media_bytes: int | None) -> ChatMes
         else:
             tool_call_id = required_str(raw, "tool_call_id", param=f"{param}.tool_call_id")
     elif raw.get("content") is None:
-        raise InvalidRequestError(
-            f"Missing required parameter: '{param}.content'.",
-            param=f"{param}.content",
-            code="missing_required_parameter",
-        )
+        raise missing_parameter(f"{param}.content")
     return ChatMessage(
         role=role,
         content=text,
@@ -326,11 +319,7 @@ def _parse_media(part: dict[str, Any], kind: str, param: str, max_bytes: int | N
                 param=f"{param}.file.file_id",
                 code="unsupported_parameter",
             )
-        raise InvalidRequestError(
-            f"Missing required parameter: '{param}.file.file_data'.",
-            param=f"{param}.file.file_data",
-            code="missing_required_parameter",
-        )
+        raise missing_parameter(f"{param}.file.file_data")
     if file_data.startswith("data:"):
         return _media_from_url(file_data, "file", f"{param}.file.file_data", max_bytes, name=filename)
     raw = _decode_base64(file_data, f"{param}.file.file_data", max_bytes)
@@ -436,11 +425,7 @@ def _parse_tool_calls(raw: dict[str, Any], param: str) -> tuple[dict[str, Any], 
             raise type_error(call_param, "an object", call)
         function = opt_object(call, "function", param=f"{call_param}.function")
         if function is None:
-            raise InvalidRequestError(
-                f"Missing required parameter: '{call_param}.function'.",
-                param=f"{call_param}.function",
-                code="missing_required_parameter",
-            )
+            raise missing_parameter(f"{call_param}.function")
         result.append(
             {
                 "id": required_str(call, "id", param=f"{call_param}.id"),
@@ -494,11 +479,7 @@ def _parse_response_format(body: Mapping[str, Any]) -> dict[str, Any] | None:
     if kind == "json_schema":
         schema_spec = opt_object(spec, "json_schema", param="response_format.json_schema")
         if schema_spec is None:
-            raise InvalidRequestError(
-                "Missing required parameter: 'response_format.json_schema'.",
-                param="response_format.json_schema",
-                code="missing_required_parameter",
-            )
+            raise missing_parameter("response_format.json_schema")
         required_str(schema_spec, "name", param="response_format.json_schema.name")
         opt_object(schema_spec, "schema", param="response_format.json_schema.schema")
         opt_bool(schema_spec, "strict", param="response_format.json_schema.strict")
@@ -535,11 +516,7 @@ def _parse_tools(
             )
         function = opt_object(tool, "function", param=f"{param}.function")
         if function is None:
-            raise InvalidRequestError(
-                f"Missing required parameter: '{param}.function'.",
-                param=f"{param}.function",
-                code="missing_required_parameter",
-            )
+            raise missing_parameter(f"{param}.function")
         name = required_str(function, "name", param=f"{param}.function.name")
         if not _FUNCTION_NAME.match(name):
             raise InvalidRequestError(
@@ -582,11 +559,7 @@ def _parse_tools(
         function = choice.get("function")
         chosen: Any = function.get("name") if isinstance(function, dict) else None
         if not isinstance(chosen, str):
-            raise InvalidRequestError(
-                "Missing required parameter: 'tool_choice.function.name'.",
-                param="tool_choice.function.name",
-                code="missing_required_parameter",
-            )
+            raise missing_parameter("tool_choice.function.name")
         if chosen not in names:
             raise InvalidRequestError(
                 f"'tool_choice' names {chosen!r}, which is not in 'tools'.",

@@ -17,7 +17,7 @@ from .chat_stream import CompletionMeta
 from .errors import InvalidRequestError
 from .settings import Settings
 from .usage import estimate_prompt_tokens
-from .validate import opt_bool, opt_int, opt_str, type_error
+from .validate import missing_parameter, opt_bool, opt_int, opt_str, type_error
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for legacy completions
 CONTINUE_INSTRUCTION = (
@@ -96,9 +96,7 @@ def parse_completion_request(body: Mapping[str, Any], settings: Settings) -> Com
 
 def _parse_prompts(prompt: Any) -> list[str]:
     if prompt is None:
-        raise InvalidRequestError(
-            "Missing required parameter: 'prompt'.", param="prompt", code="missing_required_parameter"
-        )
+        raise missing_parameter("prompt")
     if isinstance(prompt, str):
         return [prompt]
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):

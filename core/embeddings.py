@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeGuard
 
 from .errors import InvalidRequestError, UpstreamError
 from .settings import Settings
-from .validate import opt_int, opt_str, type_error
+from .validate import missing_parameter, opt_int, opt_str, type_error
 
 MAX_INPUTS = 2048
 EncodingFormat = Literal["float", "base64"]
@@ -37,9 +37,7 @@ def parse_embeddings_request(body: Mapping[str, Any], settings: Settings) -> Emb
     model = opt_str(body, "model") or settings.default_embedding_model
     raw = body.get("input")
     if raw is None:
-        raise InvalidRequestError(
-            "Missing required parameter: 'input'.", param="input", code="missing_required_parameter"
-        )
+        raise missing_parameter("input")
     if isinstance(raw, list) and raw and all(isinstance(t, int) and not isinstance(t, bool) for t in raw):
         raise _token_arrays_unsupported("input")
     if isinstance(raw, str):

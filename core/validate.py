@@ -71,6 +71,12 @@ def json_type(value: Any) -> str:
     return "an object"
 
 
+def missing_parameter(param: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
+    )
+
+
 def opt_str(body: Mapping[str, Any], key: str, *, param: str | None = None) -> str | None:
     value = body.get(key)
     if value is None:
@@ -152,9 +158,5 @@ def opt_list(body: Mapping[str, Any], key: str, *, param: str | None = None) -> 
 def required_str(body: Mapping[str, Any], key: str, *, param: str | None = None) -> str:
     value = opt_str(body, key, param=param)
     if value is None:
-        raise InvalidRequestError(
-            f"Missing required parameter: '{param or key}'.",
-            param=param or key,
-            code="missing_required_parameter",
-        )
+        raise missing_parameter(param or key)
     return value

@@ -170,12 +170,17 @@ class Proxy:
             return JSONResponse(complete(total_usage([c.converter for c in calls], prompt_tokens)))
 
         chunks = merge(calls)
+
+        async def first_batch() -> list[dict[str, Any]]:
+            try:
+                return await anext(chunks)
+            except StopAsyncIteration:
+                return []
+
         # Wait for the first chunk before answering: an upstream that refuses the call (401,
         # 429, an error event) then gets a real HTTP error status instead of a broken stream.
-        try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            first = []
+        # A client that leaves meanwhile (a bot can think for a minute) cancels the calls.
+        first = await cancel_on_disconnect(request, first_batch())
 
         def wire(batch: list[dict[str, Any]]) -> bytes:
             shaped = batch if shape is None else [c for c in map(shape, batch) if c is not None]

@@ -40,7 +40,7 @@ class ChoiceCall:
                 chunks = converter.feed(event)
                 if chunks:
                     yield chunks
-                if converter.finished and not getattr(converter, "wants_more", False):
+                if converter.finished and not converter.wants_more:
                     return  # leaving the block closes the connection: Poe stops generating
             converter.close()
 

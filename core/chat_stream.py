@@ -129,6 +129,11 @@ class _ChoiceStream:
     def content(self) -> str:
         return "".join(self._parts)
 
+    @property
+    def wants_more(self) -> bool:
+        """Finished, but still worth reading upstream (for its usage report)."""
+        return False
+
     def message(self) -> dict[str, Any]:
         """The assistant message of a non-streaming response."""
         content = self.content
@@ -309,8 +314,11 @@ class OpenAIStreamToChatChunks(_ChoiceStream):
 
     @property
     def wants_more(self) -> bool:
-        """Finished, but upstream's usage chunk and ``[DONE]`` may still follow."""
-        return not self._upstream_done and self.upstream_usage is None
+        """Upstream finished on its own: its usage chunk and ``[DONE]`` follow at once.
+
+        Not after a cut by the proxy (stop, length): upstream is still generating then.
+        """
+        return self._gate.reason is None and not self._upstream_done and self.upstream_usage is None
 
     def feed(self, event: ServerSentEvent) -> list[dict[str, Any]]:
         if event.data.strip() == "[DONE]":

@@ -164,3 +164,22 @@ def test_any_split_of_the_same_text_gives_the_same_answer(pieces: list[str], rep
         chunks = feed_all(converter, [*events, DONE])
         assert converter.content == whole
         assert streamed_text(chunks) == whole
+
+
+def test_openai_stream_stops_reading_after_a_cut_but_not_after_its_own_finish() -> None:
+    cut = OpenAIStreamToChatChunks(META, stop=("STOP",))
+    cut.feed(ServerSentEvent(data=json.dumps({"choices": [{"index": 0, "delta": {"content": "a STOP b"}}]})))
+    assert cut.finished and not cut.wants_more  # upstream is still generating: hang up
+    natural = OpenAIStreamToChatChunks(META)
+    natural.feed(
+        ServerSentEvent(
+            data=json.dumps({"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}]})
+        )
+    )
+    assert natural.finished and natural.wants_more  # usage and [DONE] follow: read them
+    natural.feed(
+        ServerSentEvent(
+            data=json.dumps({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+        )
+    )
+    assert not natural.wants_more

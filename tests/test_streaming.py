@@ -76,3 +76,15 @@ def test_client_disconnect_cancels_non_streaming_calls_too(proxy_url: str) -> No
             timeout=0.5,
         )
     assert cancelled.wait(WAIT), "the bot's call was not cancelled after the client left"
+
+
+def test_client_leaving_before_the_first_token_cancels_the_call(proxy_url: str) -> None:
+    # The bot is silent until released (a model that thinks first); the client gives up.
+    token = uuid.uuid4().hex
+    release, cancelled = GATES.open(token)
+    body = {"model": "thinking", "messages": [{"role": "user", "content": token}], "stream": True}
+    headers = {"Authorization": f"Bearer {POE_KEY}"}
+    with contextlib.suppress(httpx.ReadTimeout):
+        httpx.post(f"{proxy_url}/v1/chat/completions", json=body, headers=headers, timeout=0.5)
+    assert cancelled.wait(WAIT), "the bot's call was not cancelled after the client left"
+    assert not release.is_set()

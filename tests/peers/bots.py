@@ -139,12 +139,15 @@ class GatedBot(fp.PoeBot):
     client went away), the ``cancelled`` event is set.
     """
 
+    think_first = False  # True: wait for the release before any output at all
+
     async def get_response(self, request: fp.QueryRequest) -> AsyncIterable[fp.PartialResponse]:
         token = last_user_text(request)
         release, cancelled = GATES.release[token], GATES.cancelled[token]
         finished = False
         try:
-            yield fp.PartialResponse(text="first ")
+            if not self.think_first:
+                yield fp.PartialResponse(text="first ")
             while not release.is_set():  # noqa: ASYNC110 - a threading.Event set from the test thread
                 await asyncio.sleep(0.01)
             yield fp.PartialResponse(text="second")
@@ -154,7 +157,13 @@ class GatedBot(fp.PoeBot):
                 cancelled.set()
 
 
-BOT_NAMES = ("echo", "claude-opus-4.5", "inspect", "script", "gated", "weather")
+class ThinkingGatedBot(GatedBot):
+    """Like ``GatedBot`` but silent until released: a bot that thinks before its first token."""
+
+    think_first = True
+
+
+BOT_NAMES = ("echo", "claude-opus-4.5", "inspect", "script", "gated", "thinking", "weather")
 
 
 def make_bot_server() -> Any:
@@ -165,6 +174,7 @@ def make_bot_server() -> Any:
         InspectBot(path="/bot/inspect", access_key=POE_KEY),
         ScriptBot(path="/bot/script", access_key=POE_KEY),
         GatedBot(path="/bot/gated", access_key=POE_KEY),
+        ThinkingGatedBot(path="/bot/thinking", access_key=POE_KEY),
         WeatherToolBot(path="/bot/weather", access_key=POE_KEY),
     ]
     return fp.make_app(bots)

@@ -25,6 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from adapters.http import cancel_on_disconnect
+
 from .bots import BOT_NAMES, POE_KEY
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "bot"}
@@ -149,10 +151,16 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
         if model.lower() not in BOT_NAMES:
             return error(404, f"The model `{model}` does not exist", "model_not_found")
         stream = messages_from_bot(body, str(request.base_url))
+
+        async def first_message() -> fp.PartialResponse | None:
+            try:
+                return await anext(stream)
+            except StopAsyncIteration:
+                return None
+
         try:
-            first = await anext(stream)
-        except StopAsyncIteration:
-            first = None
+            # Like a real server: a client that leaves while the bot thinks cancels the bot call.
+            first = await cancel_on_disconnect(request, first_message())
         except fp.client.BotError as exc:
             return error(500, f"bot error: {exc}", None, "server_error")
 

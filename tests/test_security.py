@@ -1,0 +1,101 @@
+"""Keys and access: pass-through mode, owner mode, and a refusal to run as an open relay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import openai
+import pytest
+
+from adapters.app import create_app
+from core.auth import resolve_poe_key
+from core.errors import AuthenticationError
+from core.settings import ConfigError, Settings
+from tests.conftest import asgi_client
+from tests.peers.bots import POE_KEY
+
+MESSAGES = [{"role": "user", "content": "owner pays"}]
+
+
+def owner_settings(make_settings: Callable[..., Settings], backend: str = "bot") -> Settings:
+    return make_settings(backend, POE_API_KEY=POE_KEY, PROXY_ACCESS_TOKEN="team-token-1, team-token-2")
+
+
+@pytest.mark.parametrize("token", ["team-token-1", "team-token-2"])
+async def test_owner_mode_uses_the_server_key_for_valid_tokens(
+    make_settings: Callable[..., Settings], backend: str, token: str
+) -> None:
+    async with asgi_client(create_app(owner_settings(make_settings, backend)), api_key=token) as sdk:
+        result = await sdk.chat.completions.create(model="echo", messages=MESSAGES)
+    assert result.choices[0].message.content == "owner pays"
+
+
+async def test_owner_mode_refuses_other_tokens_before_reaching_poe(
+    make_settings: Callable[..., Settings],
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def poe(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(500)
+
+    settings = owner_settings(make_settings)
+    app = create_app(settings, transport=httpx.MockTransport(poe))
+    for key in (POE_KEY, "team-token", "team-token-1x"):  # even the owner's Poe key is not a token
+        async with asgi_client(app, api_key=key) as sdk:
+            with pytest.raises(openai.AuthenticationError):
+                await sdk.chat.completions.create(model="echo", messages=MESSAGES)
+    assert seen == []
+
+
+def test_owner_key_without_access_tokens_refuses_to_start() -> None:
+    with pytest.raises(ConfigError, match="PROXY_ACCESS_TOKEN"):
+        Settings.from_mapping({"POE_API_KEY": POE_KEY})
+    relay = Settings.from_mapping({"POE_API_KEY": POE_KEY, "ALLOW_OPEN_RELAY": "true"})
+    assert resolve_poe_key("Bearer anything", relay) == POE_KEY
+
+
+@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer   ", "Basic abc", "token abc"])
+def test_missing_or_malformed_authorization_is_401(header: str | None) -> None:
+    with pytest.raises(AuthenticationError):
+        resolve_poe_key(header, Settings())
+
+
+def test_pass_through_mode_forwards_the_clients_key() -> None:
+    assert resolve_poe_key("bearer  my-poe-key ", Settings()) == "my-poe-key"
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"POE_BACKEND": "grpc"}, "POE_BACKEND"),
+        ({"POE_BASE_URL": "ftp://x"}, "POE_BASE_URL"),
+        ({"POE_READ_TIMEOUT": "soon"}, "POE_READ_TIMEOUT"),
+        ({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES"),
+        ({"MODEL_ALIASES": "{bad json"}, "MODEL_ALIASES"),
+        ({"MODEL_ALIASES": "no-equals-sign"}, "MODEL_ALIASES"),
+    ],
+)
+def test_bad_settings_name_the_variable(env: dict[str, str], name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_mapping(env)
+
+
+async def test_oversized_body_is_413_before_reading_it_all(make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings("bot", MAX_BODY_BYTES="2048"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as http:
+        declared = await http.post(
+            "/v1/chat/completions", content=b"x" * 4096, headers={"Authorization": "Bearer k"}
+        )
+
+        async def undeclared() -> object:  # chunked: no content-length to refuse it by
+            for _ in range(8):
+                yield b"y" * 1024
+
+        streamed = await http.post(
+            "/v1/chat/completions", content=undeclared(), headers={"Authorization": "Bearer k"}
+        )
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "request_too_large"

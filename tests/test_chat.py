@@ -283,6 +283,9 @@ async def test_missing_key_is_401(http: httpx.AsyncClient) -> None:
         (b'{"model": "echo", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "stream"),
         (b'{"model": 12, "messages": [{"role": "user", "content": "x"}]}', "model"),
         (b'{"model": "../admin", "messages": [{"role": "user", "content": "x"}]}', "model"),
+        (b'{"model": "echo", "messages": [{"role": 5, "content": "x"}]}', "messages[0].role"),
+        (b'{"model": "echo", "messages": [{"role": "user", "content": "x"}], "n": 1e9}', "n"),
+        (b'{"a": ' + b"[" * 200 + b"]" * 200 + b"}", None),
     ],
 )
 async def test_bad_requests_are_400_naming_the_param(

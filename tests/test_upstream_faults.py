@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import httpx
@@ -120,3 +121,40 @@ async def test_unknown_events_and_comments_are_ignored() -> None:
     async with faulty(lambda request: body) as sdk:
         result = await sdk.chat.completions.create(model="echo", messages=MESSAGES)
     assert result.choices[0].message.content == "fine"
+
+
+class BrokenBody(httpx.AsyncByteStream):
+    """An SSE body that delivers its first event, then fails the way a network does."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def __aiter__(self):  # type: ignore[no-untyped-def]
+        yield b'event: text\ndata: {"text": "partial"}\n\n'
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (httpx.ReadTimeout("silence"), "upstream_timeout"),
+        (httpx.ReadError("reset by peer"), "upstream_connection_reset"),
+    ],
+)
+async def test_mid_stream_faults_become_an_error_event_without_done(error: Exception, code: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=BrokenBody(error))
+
+    settings = Settings.from_mapping({"POE_BASE_URL": "http://poe.invalid"})
+    app = create_app(settings, transport=httpx.MockTransport(handler))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as http:
+        response = await http.post(
+            "/v1/chat/completions",
+            json={"model": "echo", "messages": MESSAGES, "stream": True},
+            headers={"Authorization": f"Bearer {POE_KEY}"},
+        )
+    events = [line.removeprefix("data: ") for line in response.text.splitlines() if line.startswith("data: ")]
+    assert response.status_code == 200
+    assert "partial" in events[0]
+    assert json.loads(events[-1])["error"]["code"] == code
+    assert "[DONE]" not in events

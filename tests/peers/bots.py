@@ -6,6 +6,7 @@ are the upstream the proxy is tested against. Bots live at ``/bot/<name>`` like 
 * ``echo`` (also serving the default model ``claude-opus-4.5``): streams the last user message
   back, a word at a time.
 * ``inspect``: answers with the JSON of the ``QueryRequest`` it received.
+* ``firehose``: 200 MB as fast as the reader takes it (``FIREHOSE`` counts what left).
 * ``script``: the last user message is a JSON list of steps, played as bot output:
   ``["text", s]``, ``["replace", s]``, ``["sleep", seconds]``, ``["json", obj]``,
   ``["error", text, allow_retry, error_type]``, ``["meta"]``, ``["file", url, type, name]``,
@@ -115,6 +116,29 @@ class WeatherToolBot(fp.PoeBot):
             yield ServerSentEvent(event="json", data=json.dumps(chunk))
 
 
+class FirehoseBot(fp.PoeBot):
+    """Writes ``FIREHOSE_PIECES`` pieces of 10 kB as fast as its reader takes them.
+
+    The last user message is a token; ``FIREHOSE[token]`` counts the bytes written so far, so a
+    test can see whether the proxy keeps pulling from Poe while its own client reads nothing.
+    """
+
+    async def get_response(self, request: fp.QueryRequest) -> AsyncIterable[fp.PartialResponse]:
+        token = last_user_text(request)
+        piece = "x" * FIREHOSE_PIECE_BYTES
+        for _ in range(FIREHOSE_PIECES):
+            yield fp.PartialResponse(text=piece)
+            FIREHOSE[token] = FIREHOSE.get(token, 0) + len(piece)
+            # Like Poe, stop when the caller hangs up: a disconnected uvicorn send returns at once,
+            # so without a real await this loop would never see its cancellation.
+            await asyncio.sleep(0)
+
+
+FIREHOSE: dict[str, int] = {}
+FIREHOSE_PIECE_BYTES = 10_000
+FIREHOSE_PIECES = 20_000  # 200 MB: far more than any buffer between the bot and the client
+
+
 class Gates:
     """Cross-thread signals between a test and ``GatedBot`` (the bot server runs in-process)."""
 
@@ -163,7 +187,7 @@ class ThinkingGatedBot(GatedBot):
     think_first = True
 
 
-BOT_NAMES = ("echo", "claude-opus-4.5", "inspect", "script", "gated", "thinking", "weather")
+BOT_NAMES = ("echo", "claude-opus-4.5", "inspect", "script", "gated", "thinking", "weather", "firehose")
 
 
 def make_bot_server() -> Any:
@@ -176,5 +200,6 @@ def make_bot_server() -> Any:
         GatedBot(path="/bot/gated", access_key=POE_KEY),
         ThinkingGatedBot(path="/bot/thinking", access_key=POE_KEY),
         WeatherToolBot(path="/bot/weather", access_key=POE_KEY),
+        FirehoseBot(path="/bot/firehose", access_key=POE_KEY),
     ]
     return fp.make_app(bots)

@@ -62,7 +62,7 @@ from core.usage import estimate_prompt_tokens
 from core.validate import parse_json_object
 
 from .calls import ChoiceCall, Converter, gather_or_fail, merge, run_all
-from .http import OpenCORSMiddleware, cancel_on_disconnect, error_response, read_body
+from .http import OpenCORSMiddleware, cancel_on_disconnect, error_response, note, read_body, request_log
 from .upstream import PoeUpstream
 
 log = logging.getLogger("poe_openai_proxy")
@@ -92,7 +92,7 @@ class Proxy:
     async def chat_completions(self, request: Request) -> Response:
         api_key, body = await self._body(request)
         chat = parse_chat_request(body, self.settings, max_media_bytes=self.settings.max_body_bytes)
-        note(request, model=chat.bot, stream=chat.stream)
+        note(model=chat.bot, stream=chat.stream)
         meta = self._meta("chatcmpl", chat.bot, chat.stream and chat.include_usage)
         calls = [self._choice_call(chat, meta, index, api_key) for index in range(chat.n)]
         prompt_tokens = estimate_prompt_tokens(chat.prompt_texts())
@@ -105,7 +105,7 @@ class Proxy:
     async def completions(self, request: Request) -> Response:
         api_key, body = await self._body(request)
         legacy = parse_completion_request(body, self.settings)
-        note(request, model=legacy.bot, stream=legacy.stream)
+        note(model=legacy.bot, stream=legacy.stream)
         meta = self._meta("cmpl", legacy.bot, legacy.stream and legacy.include_usage)
         calls = [self._choice_call(chat, meta, index, api_key) for index, chat in legacy.choice_requests()]
 
@@ -243,7 +243,7 @@ class Proxy:
     async def embeddings(self, request: Request) -> Response:
         api_key, body = await self._body(request)
         wanted = parse_embeddings_request(body, self.settings)
-        note(request, model=wanted.model)
+        note(model=wanted.model)
         batch_size = self.settings.embedding_batch_size
         bodies = upstream_batches(wanted, batch_size)
 
@@ -252,17 +252,11 @@ class Proxy:
         return JSONResponse(join_embeddings(wanted, answers, batch_size))
 
 
-def note(request: Request, **fields: Any) -> None:
-    """Add fields to this request's log line."""
-    record = request.scope.get("proxy.log")
-    if isinstance(record, dict):
-        record.update(fields)
-
-
 class RequestLogMiddleware:
     """One structured log line per request, and an ``x-request-id`` on every response.
 
-    Logged: method, path, status, duration, model, stream, request id. Never bodies or keys.
+    Logged: method, path, status, duration, model, stream, Poe's status, request id. Never bodies or
+    keys.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -274,7 +268,7 @@ class RequestLogMiddleware:
             return
         request_id = f"req_{uuid.uuid4().hex}"
         record: dict[str, Any] = {"request_id": request_id, "method": scope["method"], "path": scope["path"]}
-        scope["proxy.log"] = record
+        token = request_log.set(record)
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
@@ -294,6 +288,7 @@ class RequestLogMiddleware:
             await error_response(error, request_id)(scope, receive, send_with_id)
             record["status"] = 500
         finally:
+            request_log.reset(token)
             record["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
             log.info(json.dumps(record, separators=(",", ":")))
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
-from typing import TypeVar
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -53,6 +54,25 @@ class OpenCORSMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+
+# The log record of the request being served; set by the app's log middleware. Tasks started
+# for the request (n > 1, streaming) inherit it, and all write into the same dict.
+request_log: ContextVar[dict[str, Any] | None] = ContextVar("poe_proxy_request_log", default=None)
+
+
+def note(**fields: Any) -> None:
+    """Add fields to the current request's log line (no-op outside a request)."""
+    record = request_log.get()
+    if record is not None:
+        record.update(fields)
+
+
+def note_upstream_status(status: int) -> None:
+    """Record Poe's HTTP status; with several calls (``n > 1``) the worst one is kept."""
+    record = request_log.get()
+    if record is not None and status >= record.get("upstream_status", 0):
+        record["upstream_status"] = status
 
 
 def error_response(error: OpenAIError, request_id: str | None = None) -> JSONResponse:

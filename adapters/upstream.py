@@ -25,6 +25,8 @@ from core.errors import (
 from core.settings import Settings
 from core.sse import ServerSentEvent, SSEDecoder
 
+from .http import note_upstream_status
+
 USER_AGENT = "poe-openai-proxy/0.1"
 ERROR_BODY_LIMIT = 64 * 1024
 
@@ -108,6 +110,7 @@ class PoeUpstream:
         )
         with upstream_faults():
             response = await self.client.send(request, stream=True)
+        note_upstream_status(response.status_code)
         try:
             if response.status_code != 200:
                 raise await self._error_from(response, api_key)
@@ -135,6 +138,7 @@ class PoeUpstream:
             headers["Content-Type"] = "application/json"
         with upstream_faults():
             response = await self.client.request(method, self.url(path), content=content, headers=headers)
+        note_upstream_status(response.status_code)
         if response.status_code != 200:
             raise await self._error_from(response, api_key)
         try:

@@ -36,7 +36,6 @@ from core.chat_request import (
     openai_compat_body,
     parse_chat_request,
     poe_query,
-    require_no_inline_media,
 )
 from core.chat_stream import (
     CompletionMeta,
@@ -58,6 +57,8 @@ from core.errors import MethodNotAllowedError, NotFoundError, OpenAIError
 from core.models import ModelListCache, find_model, openai_model_list
 from core.settings import Settings
 from core.sse import DONE_EVENT, encode_json_event
+from core.structured import json_answer_problem, with_json_correction
+from core.uploads import pending_uploads
 from core.usage import estimate_prompt_tokens
 from core.validate import parse_json_object
 
@@ -91,16 +92,39 @@ class Proxy:
 
     async def chat_completions(self, request: Request) -> Response:
         api_key, body = await self._body(request)
-        chat = parse_chat_request(body, self.settings, max_media_bytes=self.settings.max_body_bytes)
+        chat = parse_chat_request(body, self.settings, max_media_bytes=self.settings.max_media_bytes)
         note(model=chat.bot, stream=chat.stream)
         meta = self._meta("chatcmpl", chat.bot, chat.stream and chat.include_usage)
-        calls = [self._choice_call(chat, meta, index, api_key) for index in range(chat.n)]
+        attachments = await cancel_on_disconnect(request, self._upload_media(chat, api_key))
+        calls = [self._choice_call(chat, meta, index, api_key, attachments) for index in range(chat.n)]
         prompt_tokens = estimate_prompt_tokens(chat.prompt_texts())
 
         def complete(usage: dict[str, Any]) -> dict[str, Any]:
             return chat_completion(meta, [c.converter for c in calls], usage)
 
-        return await self._respond(request, meta, calls, chat.stream, prompt_tokens, complete)
+        def json_retries(done: list[ChoiceCall]) -> list[tuple[int, ChoiceCall, int]]:
+            """One more call for each answer that is not the JSON ``response_format`` asked for."""
+            retries = []
+            for position, call in enumerate(done):
+                answer = call.converter
+                problem = None if answer.tool_calls else json_answer_problem(chat, answer.content)
+                if problem is not None:
+                    fixed = with_json_correction(chat, answer.content, problem)
+                    retry = self._choice_call(fixed, meta, answer.index, api_key, attachments)
+                    retries.append((position, retry, estimate_prompt_tokens(fixed.prompt_texts())))
+            return retries
+
+        return await self._respond(
+            request, meta, calls, chat.stream, prompt_tokens, complete, retries=json_retries
+        )
+
+    async def _upload_media(self, chat: ChatRequest, api_key: str) -> dict[tuple[int, int], dict[str, Any]]:
+        """Bot backend: inline media goes to Poe's upload API first (the OpenAI one takes it inline)."""
+        uploads = pending_uploads(chat) if self.settings.backend == "bot" else []
+        if not uploads:
+            return {}
+        attachments = await gather_or_fail(*(self.upstream.upload(u, api_key) for u in uploads))
+        return {u.key: attachment for u, attachment in zip(uploads, attachments, strict=True)}
 
     async def completions(self, request: Request) -> Response:
         api_key, body = await self._body(request)
@@ -133,12 +157,20 @@ class Proxy:
             include_usage=include_usage,
         )
 
-    def _choice_call(self, chat: ChatRequest, meta: CompletionMeta, index: int, api_key: str) -> ChoiceCall:
+    def _choice_call(
+        self,
+        chat: ChatRequest,
+        meta: CompletionMeta,
+        index: int,
+        api_key: str,
+        attachments: dict[tuple[int, int], dict[str, Any]] | None = None,
+    ) -> ChoiceCall:
         options: dict[str, Any] = {
             "index": index,
             "stop": chat.stop,
             "max_tokens": chat.max_tokens,
             "streaming": chat.stream,
+            "json_mode": chat.json_mode is not None,
         }
         converter: Converter
         if self.settings.backend == "openai":
@@ -146,9 +178,8 @@ class Proxy:
             return ChoiceCall(
                 self.upstream, "/v1/chat/completions", api_key, openai_compat_body(chat), converter
             )
-        require_no_inline_media(chat)
         converter = PoeStreamToChatChunks(meta, **options)
-        body = poe_query(chat, QueryIds.from_hex(uuid.uuid4().hex, chat.user))
+        body = poe_query(chat, QueryIds.from_hex(uuid.uuid4().hex, chat.user), attachments)
         return ChoiceCall(self.upstream, f"/bot/{quote(chat.bot, safe='')}", api_key, body, converter)
 
     async def _respond(
@@ -163,11 +194,28 @@ class Proxy:
         shape: ChunkShaper | None = None,
         prelude: list[dict[str, Any]] | None = None,
         final_usage: Callable[[CompletionMeta, dict[str, Any]], dict[str, Any]] = usage_chunk,
+        retries: Callable[[list[ChoiceCall]], list[tuple[int, ChoiceCall, int]]] | None = None,
     ) -> Response:
-        """Run the calls; answer with one JSON object, or stream their chunks as they come."""
+        """Run the calls; answer with one JSON object, or stream their chunks as they come.
+
+        ``retries`` (non-streaming only) looks at the finished calls and names the ones to make
+        again: ``(position, new call, its prompt estimate)``. Every call made counts in usage.
+        """
         if not stream:
             await cancel_on_disconnect(request, run_all(calls))
-            return JSONResponse(complete(total_usage([c.converter for c in calls], prompt_tokens)))
+            estimates = (
+                [prompt_tokens] * len(calls) if isinstance(prompt_tokens, int) else list(prompt_tokens)
+            )
+            spent: list[tuple[Converter, int]] = []
+            redo = retries(calls) if retries is not None else []
+            if redo:
+                await cancel_on_disconnect(request, run_all([call for _, call, _ in redo]))
+                for position, call, estimate in redo:
+                    spent.append((calls[position].converter, estimates[position]))
+                    calls[position], estimates[position] = call, estimate
+            converters = [c.converter for c in calls] + [converter for converter, _ in spent]
+            usage = total_usage(converters, estimates + [estimate for _, estimate in spent])
+            return JSONResponse(complete(usage))
 
         chunks = merge(calls)
 

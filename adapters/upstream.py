@@ -24,6 +24,7 @@ from core.errors import (
 )
 from core.settings import Settings
 from core.sse import ServerSentEvent, SSEDecoder
+from core.uploads import Upload, attachment_from_upload, upload_headers, upload_url
 
 from .http import note_upstream_status
 
@@ -138,6 +139,20 @@ class PoeUpstream:
             headers["Content-Type"] = "application/json"
         with upstream_faults():
             response = await self.client.request(method, self.url(path), content=content, headers=headers)
+        return await self._json_answer(response, api_key)
+
+    async def upload(self, upload: Upload, api_key: str) -> dict[str, Any]:
+        """Send inline media to Poe's file upload API; returns the Poe ``Attachment`` dict."""
+        part = upload.part
+        with upstream_faults():
+            response = await self.client.post(
+                upload_url(self._settings.poe_upload_url),
+                files={"file": (part.name, upload.data, part.mime_type)},
+                headers=upload_headers(api_key),
+            )
+        return attachment_from_upload(await self._json_answer(response, api_key), upload)
+
+    async def _json_answer(self, response: httpx.Response, api_key: str) -> Any:
         note_upstream_status(response.status_code)
         if response.status_code != 200:
             raise await self._error_from(response, api_key)

@@ -626,18 +626,6 @@ def _system_additions(request: ChatRequest) -> list[str]:
     return [text for text in (json_instruction(request), tool_choice_instruction(request)) if text]
 
 
-def require_no_inline_media(request: ChatRequest) -> None:
-    """The bot backend attaches media by URL; inline bytes would need Poe's upload API first."""
-    for _, _, part in request.media_parts():
-        if part.data is not None:
-            raise InvalidRequestError(
-                "Inline (base64) media is not supported on the bot backend yet: send an http(s) URL, "
-                "or run the proxy with POE_BACKEND=openai.",
-                param=part.param,
-                code="unsupported_media",
-            )
-
-
 def poe_query(
     request: ChatRequest,
     ids: QueryIds,
@@ -814,4 +802,7 @@ def openai_compat_body(request: ChatRequest) -> dict[str, Any]:
         body.pop("function_call", None)
     for key, value in request.parameters.items():  # extra_body fields travel at the top level
         body.setdefault(key, value)
+    instruction = json_instruction(request)
+    if instruction:  # Poe's chat API does not enforce response_format (README): ask as well
+        body["messages"] = [{"role": "system", "content": instruction}, *body.get("messages", [])]
     return body

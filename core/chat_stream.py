@@ -28,6 +28,7 @@ from .errors import (
     summarize_upstream_text,
 )
 from .sse import ServerSentEvent
+from .structured import CodeFenceStripper
 from .text import TextGate
 from .usage import estimate_tokens, max_chars_for_tokens, usage_dict
 
@@ -107,18 +108,26 @@ class _ChoiceStream:
         stop: Sequence[str] = (),
         max_tokens: int | None = None,
         streaming: bool = True,
+        json_mode: bool = False,
     ) -> None:
         self.meta = meta
         self.index = index
         self._stop = tuple(stop)
         self._max_chars = max_chars_for_tokens(max_tokens)
-        self._gate = TextGate(self._stop, self._max_chars)
         self._streaming = streaming
-        self._parts: list[str] = []
+        self._json_mode = json_mode
+        self._reset_text()
         self._started = False
         self.tool_calls: dict[int, dict[str, Any]] = {}
         self.finish_reason: str | None = None
         self.upstream_usage: dict[str, Any] | None = None
+
+    def _reset_text(self) -> None:
+        """Text pipeline: upstream text -> code-fence stripper (JSON mode) -> stop/length gate."""
+        self._gate = TextGate(self._stop, self._max_chars)
+        self._fence = CodeFenceStripper() if self._json_mode else None
+        self._raw: list[str] = []  # the text as upstream sent it, for replace_response
+        self._parts: list[str] = []  # the text as the client gets it
 
     @property
     def finished(self) -> bool:
@@ -165,26 +174,30 @@ class _ChoiceStream:
     def _text(self, text: str) -> list[dict[str, Any]]:
         if self.finished:
             return []
-        out = self._gate.push(text)
-        chunks = []
-        if out:
-            self._parts.append(out)
-            chunks.append(self._chunk({"content": out}))
+        self._raw.append(text)
+        if self._fence is not None:
+            text = self._fence.push(text)
+        chunks = self._content(self._gate.push(text))
         if self._gate.closed:
             chunks.extend(self._finish(self._gate.reason or "stop"))
         return chunks
+
+    def _content(self, text: str) -> list[dict[str, Any]]:
+        if not text:
+            return []
+        self._parts.append(text)
+        return [self._chunk({"content": text})]
 
     def _replace(self, text: str) -> list[dict[str, Any]]:
         """``replace_response``: the bot's whole answer so far is now ``text``."""
         if self.finished:
             return []
-        sent = self.content
+        sent = "".join(self._raw)
         if text.startswith(sent):
             return self._text(text[len(sent) :])
         if not self._streaming:
             # Nothing has left the proxy yet: start the answer over, exactly as the bot says.
-            self._gate = TextGate(self._stop, self._max_chars)
-            self._parts.clear()
+            self._reset_text()
             return self._text(text)
         # Sent text cannot be unsent: the rewrite follows as a new paragraph (see README).
         return self._text(("\n\n" if sent else "") + text)
@@ -237,10 +250,9 @@ class _ChoiceStream:
         if self.finished:
             return []
         chunks = []
-        tail = self._gate.finish()
-        if tail:
-            self._parts.append(tail)
-            chunks.append(self._chunk({"content": tail}))
+        if self._fence is not None and not self._gate.closed:
+            chunks.extend(self._content(self._gate.push(self._fence.finish())))
+        chunks.extend(self._content(self._gate.finish()))
         if self._gate.reason is not None:
             reason = self._gate.reason
         elif self.tool_calls and reason in (None, "stop", "function_call"):

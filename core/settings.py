@@ -34,6 +34,7 @@ class Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 120.0  # longest silence between two upstream bytes
     max_body_bytes: int = 10 * 1024 * 1024
+    max_media_bytes: int = 7 * 1024 * 1024  # decoded; its base64 still fits in the body limit
     max_n: int = 8
     poe_api_key: str | None = None
     access_tokens: tuple[str, ...] = ()
@@ -97,6 +98,7 @@ class Settings:
             connect_timeout=number("POE_CONNECT_TIMEOUT", 10.0, minimum=0.001),
             read_timeout=number("POE_READ_TIMEOUT", 120.0, minimum=0.001),
             max_body_bytes=int(number("MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)),
+            max_media_bytes=int(number("MAX_MEDIA_BYTES", 7 * 1024 * 1024, minimum=1)),
             max_n=int(number("MAX_N", 8, minimum=1)),
             poe_api_key=poe_api_key,
             access_tokens=tokens,

@@ -389,16 +389,6 @@ async def test_image_by_url_reaches_the_bot_as_an_attachment(bot_client: openai.
     )
 
 
-async def test_inline_image_on_bot_backend_is_a_clear_400(bot_client: openai.AsyncOpenAI) -> None:
-    content = [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}}]
-    with pytest.raises(openai.BadRequestError) as caught:
-        await bot_client.chat.completions.create(
-            model="echo", messages=[{"role": "user", "content": content}]
-        )
-    assert caught.value.param == "messages[0].content[0].image_url.url"
-    assert caught.value.code == "unsupported_media"
-
-
 @pytest.mark.parametrize(
     ("url", "code"),
     [

@@ -7,6 +7,7 @@ are the upstream the proxy is tested against. Bots live at ``/bot/<name>`` like 
   back, a word at a time.
 * ``inspect``: answers with the JSON of the ``QueryRequest`` it received.
 * ``firehose``: 200 MB as fast as the reader takes it (``FIREHOSE`` counts what left).
+* ``jsonbot``: structured output, fenced, in prose, or never valid (see the class).
 * ``script``: the last user message is a JSON list of steps, played as bot output:
   ``["text", s]``, ``["replace", s]``, ``["sleep", seconds]``, ``["json", obj]``,
   ``["error", text, allow_retry, error_type]``, ``["meta"]``, ``["file", url, type, name]``,
@@ -139,6 +140,30 @@ FIREHOSE_PIECE_BYTES = 10_000
 FIREHOSE_PIECES = 20_000  # 200 MB: far more than any buffer between the bot and the client
 
 
+class JsonBot(fp.PoeBot):
+    """Structured output, the ways real models get it right and wrong.
+
+    Refuses unless the proxy's JSON instruction reached it. The first user message picks the
+    behaviour: ``{...}`` answers that JSON inside a Markdown code fence, in small pieces;
+    ``prose:{...}`` wraps it in prose the first time and answers plainly when asked again;
+    ``never:{...}`` is never valid.
+    """
+
+    async def get_response(self, request: fp.QueryRequest) -> AsyncIterable[fp.PartialResponse]:
+        if not any(m.role == "system" and "JSON" in m.content for m in request.query):
+            yield fp.PartialResponse(text="no JSON instruction reached me")
+            return
+        first = next(m.content for m in request.query if m.role == "user")
+        mode, _, wanted = first.partition(":") if not first.startswith("{") else ("", "", first)
+        corrected = any(m.role == "bot" for m in request.query)
+        if mode == "" or (mode == "prose" and corrected):
+            answer = wanted if corrected else f"```json\n{wanted}\n```"
+        else:
+            answer = f"Sure! Here it is ({'again' if corrected else 'first try'}): {wanted}"
+        for start in range(0, len(answer), 3):
+            yield fp.PartialResponse(text=answer[start : start + 3])
+
+
 class Gates:
     """Cross-thread signals between a test and ``GatedBot`` (the bot server runs in-process)."""
 
@@ -187,7 +212,9 @@ class ThinkingGatedBot(GatedBot):
     think_first = True
 
 
-BOT_NAMES = ("echo", "claude-opus-4.5", "inspect", "script", "gated", "thinking", "weather", "firehose")
+BOT_NAMES = (
+    "echo", "claude-opus-4.5", "inspect", "script", "gated", "thinking", "weather", "firehose", "jsonbot",
+)  # fmt: skip
 
 
 def make_bot_server() -> Any:
@@ -201,5 +228,6 @@ def make_bot_server() -> Any:
         ThinkingGatedBot(path="/bot/thinking", access_key=POE_KEY),
         WeatherToolBot(path="/bot/weather", access_key=POE_KEY),
         FirehoseBot(path="/bot/firehose", access_key=POE_KEY),
+        JsonBot(path="/bot/jsonbot", access_key=POE_KEY),
     ]
     return fp.make_app(bots)

@@ -116,6 +116,8 @@ class PeerState:
         self.embedding_batches: list[int] = []
         self.models_requests = 0
         self.fail_models = False
+        # What Poe's file upload API received: attachment URL -> (name, content type, bytes, auth).
+        self.uploads: dict[str, tuple[str, str, bytes, str | None]] = {}
 
 
 def make_openai_compat_routes(state: PeerState) -> list[Route]:
@@ -290,7 +292,24 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
             }
         )
 
+    async def file_upload(request: Request) -> Response:
+        """Poe's ``file_upload_3RD_PARTY_POST``, as ``fastapi_poe.upload_file`` calls it."""
+        auth = request.headers.get("authorization")
+        if auth != POE_KEY:  # the bare key, not "Bearer <key>"
+            return error(401, "Invalid API key", "invalid_api_key")
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            return error(400, "no file")
+        data = await upload.read()
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        url = f"{str(request.base_url).rstrip('/')}/poe_files/{digest}/{upload.filename}"
+        mime_type = upload.content_type or "application/octet-stream"
+        state.uploads[url] = (upload.filename or "", mime_type, data, auth)
+        return JSONResponse({"attachment_url": url, "mime_type": mime_type})
+
     return [
+        Route("/poe_api/file_upload_3RD_PARTY_POST", file_upload, methods=["POST"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),

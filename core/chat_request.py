@@ -795,11 +795,12 @@ def openai_compat_body(request: ChatRequest) -> dict[str, Any]:
     body["model"] = request.bot
     body["stream"] = True
     body["stream_options"] = {"include_usage": True}
-    if request.tool_choice == "none":
-        body.pop("tools", None)
-        body.pop("tool_choice", None)
-        body.pop("functions", None)
-        body.pop("function_call", None)
+    for legacy in ("functions", "function_call", "tools", "tool_choice"):
+        body.pop(legacy, None)
+    if request.tools_enabled:  # validated and normalised: description filled, legacy functions as tools
+        body["tools"] = [dict(t) for t in request.tools]
+        if request.tool_choice is not None:
+            body["tool_choice"] = request.tool_choice
     for key, value in request.parameters.items():  # extra_body fields travel at the top level
         body.setdefault(key, value)
     instruction = json_instruction(request)

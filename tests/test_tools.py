@@ -89,3 +89,15 @@ async def test_bad_tool_definitions_are_400(
     with pytest.raises(openai.BadRequestError) as caught:
         await client.chat.completions.create(model="weather", messages=QUESTION, tools=tools, **extra)
     assert caught.value.param == param
+
+
+async def test_tools_without_description_and_legacy_functions_work(client: openai.AsyncOpenAI) -> None:
+    bare: list[Any] = [{"type": "function", "function": {"name": "get_weather"}}]  # description is optional
+    result = await client.chat.completions.create(model="weather", messages=QUESTION, tools=bare)
+    assert result.choices[0].message.tool_calls is not None
+    legacy = await client.chat.completions.create(
+        model="weather",
+        messages=QUESTION,
+        functions=[{"name": "get_weather", "parameters": {"type": "object", "properties": {}}}],
+    )
+    assert legacy.choices[0].finish_reason == "tool_calls"

@@ -16,6 +16,8 @@ from core.errors import OpenAIError
 from core.models import openai_model_list
 from core.settings import Settings
 from core.sse import ServerSentEvent, SSEDecoder
+from core.structured import CodeFenceStripper, json_answer_problem, schema_problem, with_json_correction
+from core.uploads import attachment_from_upload, pending_uploads
 from core.validate import parse_json_object
 
 SETTINGS = Settings()
@@ -112,3 +114,47 @@ def test_sse_decoder(raw: bytes) -> None:
 @given(json_values)
 def test_model_list_normalisation(value: Any) -> None:
     only_openai_errors(lambda: openai_model_list(value, created=0))
+
+
+SCHEMA_KEYS = """type properties required additionalProperties items enum const anyOf oneOf allOf $ref $defs
+minimum maximum exclusiveMinimum exclusiveMaximum minLength maxLength minItems maxItems object array
+string integer number boolean null"""
+schemas = st.recursive(
+    scalars | st.sampled_from(["#", "#/$defs/a", "#/$defs", "object", "string"]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(SCHEMA_KEYS.split()) | st.text(max_size=3), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@FUZZ
+@given(json_values, schemas)
+def test_schema_checker_answers_every_schema(value: Any, schema: Any) -> None:
+    # A client's schema is arbitrary JSON, even self-referencing: an answer, never an exception.
+    root = schema if isinstance(schema, dict) else {}
+    problem = schema_problem(value, schema, root, "$")
+    assert problem is None or problem.startswith("$")
+
+
+@FUZZ
+@given(st.lists(st.text(alphabet='`\n {}json"a', max_size=10), max_size=10))
+def test_fence_stripper_never_invents_text(pieces: list[str]) -> None:
+    stripper = CodeFenceStripper()
+    out = "".join(stripper.push(p) for p in pieces) + stripper.finish()
+    assert out in "".join(pieces)  # only ever removes a fence: what is left is a piece of the input
+
+
+@FUZZ
+@given(bodies, json_values)
+def test_structured_output_and_upload_answers(body: dict[str, Any], answer: Any) -> None:
+    request = only_openai_errors(lambda: parse_chat_request(body, SETTINGS, max_media_bytes=1000))
+    if request is None:
+        return
+    text = answer if isinstance(answer, str) else json.dumps(answer)
+    problem = json_answer_problem(request, text)
+    if problem is not None:
+        only_openai_errors(lambda: openai_compat_body(with_json_correction(request, text, problem)))
+    for upload in pending_uploads(request):
+        only_openai_errors(lambda: attachment_from_upload(answer, upload))  # noqa: B023 - called at once

@@ -136,6 +136,11 @@ def schema_problem(value: Any, schema: Any, root: Mapping[str, Any], path: str, 
     return None
 
 
+def _list(value: Any) -> list[Any]:
+    """A keyword that should hold an array; anything else (a client's typo) checks nothing."""
+    return value if isinstance(value, list) else []
+
+
 def _resolve(ref: str, root: Mapping[str, Any]) -> Any:
     if not ref.startswith("#"):
         return None  # remote references are not followed
@@ -167,7 +172,7 @@ def _choice_problem(value: Any, schema: Mapping[str, Any], root: Any, path: str,
             and all(schema_problem(value, o, root, path, depth + 1) for o in options)
         ):
             return f"{path} matches none of the allowed shapes"
-    for option in schema.get("allOf") or []:
+    for option in _list(schema.get("allOf")):
         problem = schema_problem(value, option, root, path, depth + 1)
         if problem:
             return problem
@@ -179,8 +184,8 @@ def _object_problem(value: Any, schema: Mapping[str, Any], root: Any, path: str,
         return None
     properties = schema.get("properties")
     properties = properties if isinstance(properties, Mapping) else {}
-    for name in schema.get("required") or []:
-        if name not in value:
+    for name in _list(schema.get("required")):
+        if isinstance(name, str) and name not in value:
             return f"{path} is missing the required property {name!r}"
     extra = schema.get("additionalProperties", True)
     for name, item in value.items():

@@ -142,3 +142,9 @@ def test_tool_call_arguments_split_anywhere_reassemble(cuts: list[int]) -> None:
     assert converter.finish_reason == "tool_calls"
     assert json.loads(streamed) == json.loads(converter.message()["tool_calls"][0]["function"]["arguments"])
     assert json.loads(streamed) == json.loads(arguments)
+
+
+@pytest.mark.parametrize("schema", [{"allOf": 1}, {"required": 5}, {"required": [{}]}, {"required": "ab"}])
+def test_malformed_schema_keywords_check_nothing(schema: dict[str, Any]) -> None:
+    # Found by the fuzzer: a client's schema is arbitrary JSON, and a typo must not be a 500.
+    assert schema_problem({"a": 1}, schema, schema, "$") is None

@@ -153,7 +153,7 @@ def _resolve(ref: str, root: Mapping[str, Any]) -> Any:
 def _type_problem(value: Any, schema: Mapping[str, Any], root: Any, path: str, depth: int) -> str | None:
     wanted = schema.get("type")
     names = [wanted] if isinstance(wanted, str) else wanted if isinstance(wanted, list) else []
-    known = [n for n in names if n in _TYPES]
+    known = [n for n in names if isinstance(n, str) and n in _TYPES]
     if known and not any(_TYPES[n](value) for n in known):
         return f"{path} should be of type {' or '.join(known)}"
     if "enum" in schema and isinstance(schema["enum"], list) and value not in schema["enum"]:

@@ -144,7 +144,9 @@ def test_tool_call_arguments_split_anywhere_reassemble(cuts: list[int]) -> None:
     assert json.loads(streamed) == json.loads(arguments)
 
 
-@pytest.mark.parametrize("schema", [{"allOf": 1}, {"required": 5}, {"required": [{}]}, {"required": "ab"}])
+@pytest.mark.parametrize(
+    "schema", [{"allOf": 1}, {"required": 5}, {"required": [{}]}, {"required": "ab"}, {"type": [[]]}]
+)
 def test_malformed_schema_keywords_check_nothing(schema: dict[str, Any]) -> None:
     # Found by the fuzzer: a client's schema is arbitrary JSON, and a typo must not be a 500.
     assert schema_problem({"a": 1}, schema, schema, "$") is None

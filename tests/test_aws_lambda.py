@@ -14,7 +14,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 
 from tests.peers.bots import GATES, POE_KEY
 from tests.peers.lambda_events import SHAPES
+from tests.peers.serve import serving_process
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH = {"Authorization": f"Bearer {POE_KEY}", "Content-Type": "application/json"}
@@ -116,22 +116,9 @@ def web_adapter_app(poe_server: str) -> Iterator[str]:
         "LOG_LEVEL": "WARNING",
     }
     process = subprocess.Popen([str(ROOT / "adapters" / "lambda_web_adapter.sh")], env=env, cwd="/")
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(url, timeout=1)  # the adapter's readiness check: any answer below 500
-            break
-        except httpx.TransportError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError("the Lambda Web Adapter script did not start the app") from None
-            time.sleep(0.05)
-    try:
+    # The Lambda Web Adapter's readiness check takes any answer below 500 (``/`` is a 404 here).
+    with serving_process(process, f"http://127.0.0.1:{port}") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_the_web_adapter_script_streams_token_by_token(web_adapter_app: str) -> None:

@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from tests.peers.bots import FIREHOSE, FIREHOSE_PIECE_BYTES, FIREHOSE_PIECES, POE_KEY
+from tests.peers.serve import serving_process
 
 REQUESTS = 2000
 CONCURRENCY = 16
@@ -67,22 +68,8 @@ def proxy_process(poe_server: str) -> Iterator[tuple[str, subprocess.Popen[bytes
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(f"{url}/v1/nope", timeout=1)
-            break
-        except httpx.TransportError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError("proxy did not start") from None
-            time.sleep(0.05)
-    try:
+    with serving_process(process, f"http://127.0.0.1:{port}") as url:
         yield url, process
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def chat(model: str, content: str, **extra: object) -> dict[str, object]:

@@ -97,7 +97,7 @@ class Proxy:
         meta = self._meta("chatcmpl", chat.bot, chat.stream and chat.include_usage)
         attachments = await cancel_on_disconnect(request, self._upload_media(chat, api_key))
         calls = [self._choice_call(chat, meta, index, api_key, attachments) for index in range(chat.n)]
-        prompt_tokens = estimate_prompt_tokens(chat.prompt_texts())
+        prompt_tokens = [estimate_prompt_tokens(chat.prompt_texts())] * chat.n
 
         def complete(usage: dict[str, Any]) -> dict[str, Any]:
             return chat_completion(meta, [c.converter for c in calls], usage)
@@ -188,7 +188,7 @@ class Proxy:
         meta: CompletionMeta,
         calls: list[ChoiceCall],
         stream: bool,
-        prompt_tokens: int | list[int],
+        prompt_tokens: list[int],
         complete: Callable[[dict[str, Any]], dict[str, Any]],
         *,
         shape: ChunkShaper | None = None,
@@ -203,9 +203,7 @@ class Proxy:
         """
         if not stream:
             await cancel_on_disconnect(request, run_all(calls))
-            estimates = (
-                [prompt_tokens] * len(calls) if isinstance(prompt_tokens, int) else list(prompt_tokens)
-            )
+            estimates = list(prompt_tokens)  # one per call; retries replace theirs
             spent: list[tuple[Converter, int]] = []
             redo = retries(calls) if retries is not None else []
             if redo:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -24,7 +23,7 @@ import pytest
 
 from tests.peers.bots import GATES, POE_KEY
 from tests.peers.lambda_events import SHAPES
-from tests.peers.serve import serving_process
+from tests.peers.serve import free_port, serving_process
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH = {"Authorization": f"Bearer {POE_KEY}", "Content-Type": "application/json"}
@@ -94,12 +93,6 @@ def test_every_event_shape_gets_the_proxys_answers(poe_server: str, shape: str) 
         assert response["statusCode"] == status
         assert json.loads(body_of(response))["error"]["code"] == code
         assert headers_of(response)["access-control-allow-origin"] == "*"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

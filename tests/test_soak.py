@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.peers.bots import FIREHOSE, FIREHOSE_PIECE_BYTES, FIREHOSE_PIECES, POE_KEY
-from tests.peers.serve import serving_process
+from tests.peers.serve import free_port, serving_process
 
 REQUESTS = 2000
 CONCURRENCY = 16
@@ -49,7 +49,7 @@ def open_sockets(pid: int) -> int:
 
 @pytest.fixture
 def proxy_process(poe_server: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = 18000 + os.getpid() % 1000
+    port = free_port()
     env = {**os.environ, "POE_BASE_URL": poe_server, "LOG_LEVEL": "WARNING"}
     process = subprocess.Popen(
         [

@@ -1,9 +1,11 @@
-"""AWS Lambda: the Mangum handler answers every event shape Lambda hands it, and the Lambda Web
-Adapter script serves the app with real streaming.
+"""AWS Lambda: ``serverless.yml`` packaged offline by the pinned osls CLI, its CloudFormation
+checked by cfn-lint and by assertions, and the packaged bundle itself run as Lambda runs it.
 
-The handler runs in a fresh process, imported by the dotted name a deployment names it by, with
-settings in the environment: what a cold Lambda instance does. Several events go to the same
-process, as a warm instance receives them.
+The owner-mode secrets come from SSM Parameter Store, served by moto on 127.0.0.1: osls resolves
+them at package time as it would against AWS. Then the bundle's own files (its manylinux wheels,
+under Python 3.12 like the ``python3.12`` runtime) answer real-shaped events through the Mangum
+handler, imported by the dotted name the template gives, with the template's environment; and
+the Lambda Web Adapter script starts uvicorn from the bundle and streams token by token.
 """
 
 from __future__ import annotations
@@ -11,41 +13,284 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
+import shutil
+import stat
 import subprocess
 import sys
+import tomllib
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
+from moto.server import ThreadedMotoServer
+from packaging.requirements import Requirement
 
 from tests.peers.bots import GATES, POE_KEY
 from tests.peers.lambda_events import SHAPES
+from tests.peers.runtimes import npm_tool, python312
 from tests.peers.serve import free_port, serving_process
 
 ROOT = Path(__file__).resolve().parent.parent
-AUTH = {"Authorization": f"Bearer {POE_KEY}", "Content-Type": "application/json"}
+OSLS = npm_tool("osls")
+WHEELS = ROOT / "tools" / "wheels"
+LAMBDA_PYTHON = python312()  # the runtime serverless.yml names
+SSM_PREFIX = "/poe-openai-proxy-test"
+ACCESS_TOKEN = "proxy-token-from-ssm-0123456789"
+LWA_LAYER = re.compile(r"^arn:aws:lambda:us-east-1:753240598075:layer:LambdaAdapterLayerX86:\d+$")
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+pytestmark = [
+    pytest.mark.skipif(OSLS is None, reason="osls is not installed (make test installs tools/npm)"),
+    pytest.mark.skipif(LAMBDA_PYTHON is None, reason="python3.12 (Lambda's runtime) is not on PATH"),
+]
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """A local AWS (moto) holding the owner-mode settings in SSM, as ``serverless.yml`` expects."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    ssm = boto3.client("ssm", endpoint_url=url, region_name="us-east-1", **aws_keys())
+    ssm.put_parameter(Name=f"{SSM_PREFIX}/poe-api-key", Value=POE_KEY, Type="SecureString")
+    ssm.put_parameter(Name=f"{SSM_PREFIX}/proxy-access-token", Value=ACCESS_TOKEN, Type="SecureString")
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+def aws_keys() -> dict[str, str]:
+    return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory, moto_url: str, poe_server: str) -> Path:
+    """``osls package`` on a copy of the service: no AWS account, no Docker, no index but the wheels."""
+    service = tmp_path_factory.mktemp("service")
+    shutil.copy(ROOT / "serverless.yml", service)
+    for package in ("core", "adapters"):
+        shutil.copytree(ROOT / package, service / package, ignore=shutil.ignore_patterns("__pycache__"))
+    home = tmp_path_factory.mktemp("home")
+    env = {
+        **os.environ,
+        **FAKE_AWS,
+        "HOME": str(home),
+        "AWS_ENDPOINT_URL": moto_url,
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(WHEELS),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "SLS_TELEMETRY_DISABLED": "1",
+    }
+    out = service / "out"
+    command = [str(OSLS), "package", "--stage", "test", "--package", str(out)]
+    command += [f"--param=poeBaseUrl={poe_server}", f"--param=ssmPrefix={SSM_PREFIX}"]
+    done = subprocess.run(command, cwd=service, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def template(packaged: Path) -> dict[str, Any]:
+    return dict(json.loads((packaged / "cloudformation-template-update-stack.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def bundle(packaged: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The deployment zip unpacked, with file modes kept, as Lambda unpacks it into the task root."""
+    task_root = tmp_path_factory.mktemp("task")
+    with zipfile.ZipFile(packaged / "poe-openai-proxy.zip") as archive:
+        for info in archive.infolist():
+            archive.extract(info, task_root)
+            mode = info.external_attr >> 16
+            if mode:
+                (task_root / info.filename).chmod(mode & 0o777)
+    return task_root
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r["Properties"] for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def function(template: dict[str, Any], handler: str) -> dict[str, Any]:
+    (props,) = [p for p in resources(template, "AWS::Lambda::Function").values() if p["Handler"] == handler]
+    return props
+
+
+# -- the template --------------------------------------------------------------------------
+
+
+def test_cfn_lint_finds_no_errors_in_the_template(packaged: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cfnlint",
+            "--format",
+            "parseable",
+            "--",
+            "cloudformation-template-update-stack.json",
+        ],
+        cwd=packaged,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode & 2 == 0, done.stdout  # bit 2: errors
+    # The only warning is osls's own explicit DependsOn next to a Ref (W3005).
+    rules = {line.split(":")[3] for line in done.stdout.splitlines() if line}
+    assert rules <= {"W3005"}, done.stdout
+
+
+def test_streaming_function_runs_the_web_adapter_behind_a_streaming_url(template: dict[str, Any]) -> None:
+    stream = function(template, "adapters/lambda_web_adapter.sh")
+    assert stream["Runtime"] == "python3.12"
+    assert stream["Timeout"] == 900  # a Function URL allows 15 minutes: long answers still stream
+    (layer,) = stream["Layers"]
+    assert LWA_LAYER.match(layer)
+    variables = stream["Environment"]["Variables"]
+    assert variables["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
+    assert variables["AWS_LWA_INVOKE_MODE"] == "response_stream"
+
+    (url,) = resources(template, "AWS::Lambda::Url").values()
+    assert url["InvokeMode"] == "RESPONSE_STREAM"
+    assert url["AuthType"] == "NONE"  # the proxy authenticates: Poe keys or PROXY_ACCESS_TOKEN
+    assert "Cors" not in url  # the app answers CORS itself, on every response
+    assert url["TargetFunctionArn"]["Fn::GetAtt"][0] in {
+        name for name, r in template["Resources"].items() if r["Properties"] is stream
+    }
+    permissions = resources(template, "AWS::Lambda::Permission").values()
+    assert any(
+        p["Action"] == "lambda:InvokeFunctionUrl" and p["FunctionUrlAuthType"] == "NONE" for p in permissions
+    )
+
+
+def test_buffered_fallback_serves_both_route_families_on_an_http_api(template: dict[str, Any]) -> None:
+    api = function(template, "adapters.aws_lambda.handler")
+    assert api["Runtime"] == "python3.12"
+    assert api["Timeout"] <= 30  # API Gateway ends every request at 30 s anyway
+    routes = {r["RouteKey"] for r in resources(template, "AWS::ApiGatewayV2::Route").values()}
+    assert routes == {"ANY /v1/{proxy+}", "ANY /{proxy+}"}
+    (integration,) = resources(template, "AWS::ApiGatewayV2::Integration").values()
+    assert integration["PayloadFormatVersion"] == "2.0"
+
+
+def test_settings_and_ssm_secrets_reach_both_functions(template: dict[str, Any], poe_server: str) -> None:
+    for handler in ("adapters/lambda_web_adapter.sh", "adapters.aws_lambda.handler"):
+        variables = function(template, handler)["Environment"]["Variables"]
+        assert variables["POE_BASE_URL"] == poe_server  # --param=poeBaseUrl
+        assert variables["POE_BACKEND"] == "bot"
+        assert variables["DEFAULT_MODEL"] == "claude-opus-4.5"
+        assert variables["POE_API_KEY"] == POE_KEY  # resolved from SSM (moto) at package time
+        assert variables["PROXY_ACCESS_TOKEN"] == ACCESS_TOKEN
+        assert len(json.dumps(variables)) < 4096  # Lambda's limit on all variables together
+
+
+# -- the bundle ----------------------------------------------------------------------------
+
+
+def test_bundle_holds_the_app_and_its_pinned_dependencies_only(packaged: Path, bundle: Path) -> None:
+    zipped = (packaged / "poe-openai-proxy.zip").stat().st_size
+    assert zipped < 50 * 2**20  # Lambda's limit for a direct upload
+    top = {path.name for path in bundle.iterdir()}
+    assert {"core", "adapters", "starlette", "httpx", "mangum", "uvicorn", "anyio"} <= top
+    assert not top & {"tests", "node_modules", "tools", "bench", "docs", ".venv"}
+    assert not (bundle / "adapters" / "aws_requirements.txt").exists()
+    script = bundle / "adapters" / "lambda_web_adapter.sh"
+    assert script.stat().st_mode & stat.S_IXUSR  # Lambda runs it directly as the handler
+
+
+def test_lambda_pins_satisfy_pyproject() -> None:
+    """The bundle's exact pins may not drift outside what pyproject.toml declares."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [Requirement(r) for r in project["dependencies"]]
+    declared += [
+        Requirement(r) for extra in ("aws", "serve") for r in project["optional-dependencies"][extra]
+    ]
+    pins = {}
+    for line in (ROOT / "adapters" / "aws_requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    for requirement in declared:
+        assert requirement.name in pins, f"{requirement.name} is not in the Lambda bundle"
+        assert requirement.specifier.contains(pins[requirement.name]), requirement
+
+
+def test_lambda_accepts_the_templates_functions_with_the_packaged_zip(
+    packaged: Path, template: dict[str, Any], moto_url: str
+) -> None:
+    """moto's Lambda API: each function as the template declares it, created from the real zip."""
+    session = {"endpoint_url": moto_url, "region_name": "us-east-1", **aws_keys()}
+    role = boto3.client("iam", **session).create_role(
+        RoleName=f"poe-{uuid.uuid4().hex[:8]}", AssumeRolePolicyDocument="{}"
+    )["Role"]["Arn"]
+    lam = boto3.client("lambda", **session)
+    code = (packaged / "poe-openai-proxy.zip").read_bytes()
+    for props in resources(template, "AWS::Lambda::Function").values():
+        name = f"{props['FunctionName']}-{uuid.uuid4().hex[:6]}"
+        lam.create_function(
+            FunctionName=name,
+            Runtime=props["Runtime"],
+            Handler=props["Handler"],
+            Role=role,
+            Code={"ZipFile": code},
+            Timeout=props["Timeout"],
+            MemorySize=props["MemorySize"],
+            Environment=props["Environment"],
+            Architectures=props["Architectures"],
+        )
+        config = lam.get_function(FunctionName=name)["Configuration"]
+        assert config["CodeSize"] == len(code)
+        assert (config["Runtime"], config["Handler"]) == (props["Runtime"], props["Handler"])
+
+
+# -- the bundle, run as Lambda runs it -------------------------------------------------------
+
+AUTH = {"Authorization": f"Bearer {ACCESS_TOKEN}", "Content-Type": "application/json"}
+
+
+def lambda_environment(template: dict[str, Any], handler: str, task_root: Path) -> dict[str, str]:
+    """The template's variables, plus what the runtime sets; nothing from this test process."""
+    return {
+        **function(template, handler)["Environment"]["Variables"],
+        "PATH": f"{Path(str(LAMBDA_PYTHON)).parent}:/usr/bin:/bin",
+        "PYTHONPATH": str(task_root),
+        "LAMBDA_TASK_ROOT": str(task_root),
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def invoke(template: dict[str, Any], task_root: Path, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One warm instance: a fresh ``python3.12`` imports the handler the template names, then
+    receives the events one after another."""
+    handler = "adapters.aws_lambda.handler"
+    done = subprocess.run(
+        [str(LAMBDA_PYTHON), str(ROOT / "tests" / "peers" / "lambda_events.py"), handler],
+        input=json.dumps(events),
+        capture_output=True,
+        text=True,
+        cwd=task_root,
+        env=lambda_environment(template, handler, task_root),
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout))
 
 
 def chat_body(content: str, **extra: Any) -> str:
     return json.dumps({"model": "echo", "messages": [{"role": "user", "content": content}], **extra})
-
-
-def invoke(poe_server: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    env = {**os.environ, "POE_BASE_URL": poe_server, "LOG_LEVEL": "WARNING"}
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.peers.lambda_events", "adapters.aws_lambda.handler"],
-        input=json.dumps(events),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=60,
-        check=True,
-    )
-    return list(json.loads(done.stdout))
 
 
 def body_of(response: dict[str, Any]) -> str:
@@ -60,7 +305,9 @@ def headers_of(response: dict[str, Any]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-def test_every_event_shape_gets_the_proxys_answers(poe_server: str, shape: str) -> None:
+def test_every_event_shape_gets_the_proxys_answers(
+    template: dict[str, Any], bundle: Path, shape: str
+) -> None:
     make = SHAPES[shape]
     events = [
         make("POST", "/v1/chat/completions", AUTH, chat_body("hello lambda")),
@@ -70,7 +317,7 @@ def test_every_event_shape_gets_the_proxys_answers(poe_server: str, shape: str) 
         make("GET", "/", {}, None),
         make("POST", "/chat/completions", AUTH, "{not json"),
     ]
-    chat, stream, preflight, no_key, root, bad = invoke(poe_server, events)
+    chat, stream, preflight, no_key, root, bad = invoke(template, bundle, events)
 
     assert chat["statusCode"] == 200
     assert json.loads(body_of(chat))["choices"][0]["message"]["content"] == "hello lambda"
@@ -96,19 +343,19 @@ def test_every_event_shape_gets_the_proxys_answers(poe_server: str, shape: str) 
 
 
 @pytest.fixture
-def web_adapter_app(poe_server: str) -> Iterator[str]:
-    """``adapters/lambda_web_adapter.sh`` started as Lambda starts it: from the task root, with
-    ``PORT`` and ``LAMBDA_TASK_ROOT`` set and ``python3`` on the PATH."""
+def web_adapter_app(template: dict[str, Any], bundle: Path) -> Iterator[str]:
+    """The streaming function's handler script, started as Lambda Web Adapter starts it: from the
+    task root, with the template's environment and ``python3`` being the runtime's Python."""
     port = free_port()
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "LAMBDA_TASK_ROOT": str(ROOT),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "POE_BASE_URL": poe_server,
-        "LOG_LEVEL": "WARNING",
-    }
-    process = subprocess.Popen([str(ROOT / "adapters" / "lambda_web_adapter.sh")], env=env, cwd="/")
+    bin_dir = bundle.parent / "runtime-bin"
+    bin_dir.mkdir(exist_ok=True)
+    python3 = bin_dir / "python3"
+    if not python3.exists():
+        python3.symlink_to(str(LAMBDA_PYTHON))
+    handler = "adapters/lambda_web_adapter.sh"
+    env = lambda_environment(template, handler, bundle)
+    env.update(PORT=str(port), PATH=f"{bin_dir}:{env['PATH']}")
+    process = subprocess.Popen([str(bundle / handler)], env=env, cwd="/")
     # The Lambda Web Adapter's readiness check takes any answer below 500 (``/`` is a 404 here).
     with serving_process(process, f"http://127.0.0.1:{port}") as url:
         yield url

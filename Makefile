@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint bench clean deploy-aws
+.PHONY: serve test lint bench clean deploy-aws deploy-vercel
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,17 +33,36 @@ $(WHEELS)/.downloaded: adapters/aws_requirements.txt | $(BIN)/python
 		--platform=manylinux2014_x86_64 --only-binary=:all: --python-version=3.12 --implementation=cp
 	touch $@
 
+# Python 3.12, the runtime Lambda and Vercel run (PATH or pyenv; empty if absent: those tests skip).
+PYTHON312 = $(shell $(BIN)/python -c 'from tests.peers.runtimes import python312; print(python312() or "")')
+
+# Vercel's build cache (uv's cache and lock), warmed by one online `vercel build` so the one in
+# `make test` runs offline, as a redeploy on Vercel reuses its cache.
+VERCEL_CACHE := tools/vercel-cache
+$(VERCEL_CACHE)/.warmed: pyproject.toml vercel.json $(NPM_TOOLS)/.installed $(VENV)/.dev-installed
+	rm -rf $(VERCEL_CACHE)
+	@if [ -z "$(PYTHON312)" ]; then echo "no Python 3.12: the Vercel tests will skip"; mkdir -p $(VERCEL_CACHE); touch $@; exit 0; fi; \
+	work=$$(mktemp -d) && cp -r core adapters pyproject.toml README.md vercel.json $$work/ && mkdir $$work/.vercel && \
+	echo '{"projectId":"_","orgId":"_","settings":{"framework":"python"}}' > $$work/.vercel/project.json && \
+	(cd $$work && PATH="$(dir $(PYTHON312)):$(abspath $(BIN)):$$PATH" NO_UPDATE_NOTIFIER=1 \
+		$(abspath $(NPM_TOOLS))/.bin/vercel build --yes > build.log 2>&1 || { cat build.log; exit 1; }) && \
+	mv $$work/.vercel/python/cache $(VERCEL_CACHE) && rm -rf $$work && touch $@
+
 ## serve: the proxy on $HOST:$PORT (default 127.0.0.1:8000); settings come from the environment.
 serve: $(VENV)/.serve-installed
 	$(BIN)/python -m uvicorn adapters.app:app --host "$(HOST)" --port "$(PORT)" --no-access-log
 
 ## test: lint, types, and the whole test suite.
-test: $(VENV)/.dev-installed $(NPM_TOOLS)/.installed $(WHEELS)/.downloaded lint
+test: $(VENV)/.dev-installed $(NPM_TOOLS)/.installed $(WHEELS)/.downloaded $(VERCEL_CACHE)/.warmed lint
 	$(BIN)/python -m pytest
 
 ## deploy-aws: `sls deploy` with the pinned osls CLI (AWS credentials from the usual places).
 deploy-aws: $(NPM_TOOLS)/.installed
 	$(NPM_TOOLS)/.bin/osls deploy $(ARGS)
+
+## deploy-vercel: `vercel deploy` with the pinned Vercel CLI (logs in on first use).
+deploy-vercel: $(NPM_TOOLS)/.installed
+	$(NPM_TOOLS)/.bin/vercel deploy $(ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
@@ -51,4 +70,4 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(NPM_TOOLS) $(WHEELS) .serverless .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(NPM_TOOLS) $(WHEELS) $(VERCEL_CACHE) .serverless .pytest_cache .mypy_cache .ruff_cache .hypothesis

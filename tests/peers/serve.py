@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -42,20 +44,42 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving_process(process: subprocess.Popen[bytes], url: str, *, timeout: float = 20) -> Iterator[str]:
-    """Wait until the server ``process`` answers at ``url`` (any status), yield, then stop it."""
+def serving_process(
+    process: subprocess.Popen[bytes],
+    url: str,
+    *,
+    timeout: float = 20,
+    ready: Callable[[httpx.Response], bool] = lambda response: True,
+) -> Iterator[str]:
+    """Wait until the server ``process`` answers at ``url`` (any status, or one ``ready`` accepts),
+    yield, then stop it."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            httpx.get(url, timeout=1)
-            break
+            if ready(httpx.get(url, timeout=1)):
+                break
+            raise httpx.TransportError("not ready yet")
         except httpx.TransportError:
             if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
+                stop(process)
                 raise RuntimeError(f"{process.args!r} did not start serving {url}") from None
             time.sleep(0.05)
     try:
         yield url
     finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate ``process``, and its children too when it leads its own process group
+    (``start_new_session=True``: CLIs such as ``vercel dev`` run the app in a child)."""
+    leads_group = os.getpgid(process.pid) == process.pid if process.poll() is None else False
+    if leads_group:
+        os.killpg(process.pid, signal.SIGTERM)
+    else:
         process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        (os.killpg if leads_group else os.kill)(process.pid, signal.SIGKILL)
         process.wait(timeout=10)

@@ -23,7 +23,14 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 # Platform CLIs (osls, Vercel, Netlify's config parser): pinned in tools/npm, installed locally.
 NPM_TOOLS := tools/npm/node_modules
 $(NPM_TOOLS)/.installed: tools/npm/package.json tools/npm/package-lock.json
-	npm ci --prefix tools/npm --no-audit --no-fund --loglevel=error
+	@# npm ci would refuse: the registry lacks some of the CLI's optional per-platform packages.
+	npm install --prefix tools/npm --no-audit --no-fund --loglevel=error
+	touch $@
+
+# What the Netlify function runs on (Pyodide), installed as Netlify's build command installs it.
+NETLIFY_MODULES := netlify/node_modules
+$(NETLIFY_MODULES)/.installed: netlify/package.json netlify/package-lock.json
+	npm ci --prefix netlify --no-audit --no-fund --loglevel=error
 	touch $@
 
 # The wheels the Lambda bundle is built from, fetched once so `make test` packages offline.
@@ -53,7 +60,8 @@ serve: $(VENV)/.serve-installed
 	$(BIN)/python -m uvicorn adapters.app:app --host "$(HOST)" --port "$(PORT)" --no-access-log
 
 ## test: lint, types, and the whole test suite.
-test: $(VENV)/.dev-installed $(NPM_TOOLS)/.installed $(WHEELS)/.downloaded $(VERCEL_CACHE)/.warmed lint
+test: $(VENV)/.dev-installed $(NPM_TOOLS)/.installed $(NETLIFY_MODULES)/.installed $(WHEELS)/.downloaded \
+		$(VERCEL_CACHE)/.warmed lint
 	$(BIN)/python -m pytest
 
 ## deploy-aws: `sls deploy` with the pinned osls CLI (AWS credentials from the usual places).
@@ -70,4 +78,4 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(NPM_TOOLS) $(WHEELS) $(VERCEL_CACHE) .serverless .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(NPM_TOOLS) $(NETLIFY_MODULES) $(WHEELS) $(VERCEL_CACHE) .serverless netlify/.build .pytest_cache .mypy_cache .ruff_cache .hypothesis

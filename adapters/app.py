@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 from starlette.applications import Starlette
@@ -30,17 +29,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.auth import resolve_poe_key
-from core.chat_request import (
-    ChatRequest,
-    QueryIds,
-    openai_compat_body,
-    parse_chat_request,
-    poe_query,
-)
+from core.chat_request import ChatRequest, QueryIds, parse_chat_request
 from core.chat_stream import (
     CompletionMeta,
-    OpenAIStreamToChatChunks,
-    PoeStreamToChatChunks,
     chat_completion,
     total_usage,
     usage_chunk,
@@ -54,6 +45,7 @@ from core.completions import (
 )
 from core.embeddings import join_embeddings, parse_embeddings_request, upstream_batches
 from core.errors import MethodNotAllowedError, NotFoundError, OpenAIError
+from core.exchange import SSE_HEADERS, choice_call
 from core.models import ModelListCache, find_model, openai_model_list
 from core.settings import Settings
 from core.sse import DONE_EVENT, encode_json_event
@@ -67,8 +59,6 @@ from .http import OpenCORSMiddleware, cancel_on_disconnect, error_response, note
 from .upstream import PoeUpstream
 
 log = logging.getLogger("poe_openai_proxy")
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 ChunkShaper = Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -165,22 +155,9 @@ class Proxy:
         api_key: str,
         attachments: dict[tuple[int, int], dict[str, Any]] | None = None,
     ) -> ChoiceCall:
-        options: dict[str, Any] = {
-            "index": index,
-            "stop": chat.stop,
-            "max_tokens": chat.max_tokens,
-            "streaming": chat.stream,
-            "json_mode": chat.json_mode is not None,
-        }
-        converter: Converter
-        if self.settings.backend == "openai":
-            converter = OpenAIStreamToChatChunks(meta, **options)
-            return ChoiceCall(
-                self.upstream, "/v1/chat/completions", api_key, openai_compat_body(chat), converter
-            )
-        converter = PoeStreamToChatChunks(meta, **options)
-        body = poe_query(chat, QueryIds.from_hex(uuid.uuid4().hex, chat.user), attachments)
-        return ChoiceCall(self.upstream, f"/bot/{quote(chat.bot, safe='')}", api_key, body, converter)
+        ids = QueryIds.from_hex(uuid.uuid4().hex, chat.user)
+        path, body, converter = choice_call(self.settings, chat, meta, index, ids, attachments)
+        return ChoiceCall(self.upstream, path, api_key, body, converter)
 
     async def _respond(
         self,
@@ -255,7 +232,7 @@ class Proxy:
             finally:
                 await chunks.aclose()
 
-        return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingResponse(body(), headers=SSE_HEADERS)
 
     # -- models and embeddings (Poe's OpenAI-compatible API, whatever the backend) ---------
 

@@ -13,16 +13,10 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import OpenAIError, RequestTooLargeError
+from core.exchange import CORS_HEADERS
 
 T = TypeVar("T")
 
-CORS_HEADERS = {
-    "access-control-allow-origin": "*",
-    "access-control-allow-methods": "GET, POST, OPTIONS",
-    "access-control-allow-headers": "*",
-    "access-control-expose-headers": "x-request-id, retry-after",
-    "access-control-max-age": "86400",
-}
 _CORS_RAW = [(k.encode(), v.encode()) for k, v in CORS_HEADERS.items()]
 
 

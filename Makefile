@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+LITELLM_VERSION ?= 1.108.7
 
 .PHONY: serve test lint bench clean deploy-aws deploy-vercel
 
@@ -63,6 +64,21 @@ serve: $(VENV)/.serve-installed
 test: $(VENV)/.dev-installed $(NPM_TOOLS)/.installed $(NETLIFY_MODULES)/.installed $(WHEELS)/.downloaded \
 		$(VERCEL_CACHE)/.warmed lint
 	$(BIN)/python -m pytest
+
+## bench: ours against the anchors (direct, minimal relay, aiohttp relay, LiteLLM); writes
+## bench/results/<date>.json and docs/benchmarks.md. Takes a few minutes; never part of `make test`.
+LITELLM_VENV := bench/.venv-litellm
+$(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	touch $@ $(VENV)/.serve-installed
+
+$(LITELLM_VENV)/.installed:
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install -q 'litellm[proxy]==$(LITELLM_VERSION)'
+	touch $@
+
+bench: $(VENV)/.bench-installed $(LITELLM_VENV)/.installed
+	$(BIN)/python bench/run.py
 
 ## deploy-aws: `sls deploy` with the pinned osls CLI (AWS credentials from the usual places).
 deploy-aws: $(NPM_TOOLS)/.installed

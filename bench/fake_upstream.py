@@ -1,0 +1,98 @@
+"""A fast fake Poe on 127.0.0.1: the bot protocol (``POST /bot/<name>``: SSE ``text`` ... ``done``)
+and the OpenAI-compatible API (``POST /v1/chat/completions``, streamed or not, with usage).
+
+aiohttp, so the upstream is not what the benchmark measures. Shape of every answer, from the
+environment: FAKE_CHUNKS (default 8), FAKE_CHUNK_DELAY (s between chunks, default 0) and
+FAKE_FIRST_DELAY (s before the first chunk, default 0). A bot or model whose name contains
+``ttfb`` waits 50 ms before its first chunk (every proxy passes the model name through).
+Usage: python bench/fake_upstream.py <port>
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+CHUNKS = int(os.environ.get("FAKE_CHUNKS", "8"))
+CHUNK_DELAY = float(os.environ.get("FAKE_CHUNK_DELAY", "0"))
+FIRST_DELAY = float(os.environ.get("FAKE_FIRST_DELAY", "0"))
+WORD = "token "
+
+
+def delays(name: str) -> tuple[float, float]:
+    return (0.05 if "ttfb" in name else FIRST_DELAY), CHUNK_DELAY
+
+
+async def paced(name: str) -> AsyncIterator[int]:
+    first, between = delays(name)
+    for index in range(CHUNKS):
+        pause = first if index == 0 else between
+        if pause:
+            await asyncio.sleep(pause)
+        yield index
+
+
+async def sse(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+    await response.prepare(request)
+    return response
+
+
+async def bot(request: web.Request) -> web.StreamResponse:
+    await request.read()
+    response = await sse(request)
+    await response.write(b'event: meta\ndata: {"content_type": "text/markdown"}\n\n')
+    async for _ in paced(request.match_info["name"]):
+        await response.write(b'event: text\ndata: {"text": "' + WORD.encode() + b'"}\n\n')
+    await response.write(b"event: done\ndata: {}\n\n")
+    return response
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    body = json.loads(await request.read())
+    model = body.get("model", "fake")
+    usage = {"prompt_tokens": 10, "completion_tokens": CHUNKS, "total_tokens": 10 + CHUNKS}
+    base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": model}
+    if not body.get("stream"):
+        first, between = delays(model)
+        if first or between:
+            await asyncio.sleep(first + between * max(CHUNKS - 1, 0))
+        message = {"role": "assistant", "content": WORD * CHUNKS}
+        choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
+        return web.json_response({**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+    response = await sse(request)
+
+    def event(
+        delta: dict[str, str], finish: str | None = None, with_usage: dict[str, int] | None = None
+    ) -> bytes:
+        choices = (
+            [] if with_usage else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+        )
+        chunk = {**base, "object": "chat.completion.chunk", "choices": choices, "usage": with_usage}
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    async for index in paced(model):
+        delta = {"role": "assistant", "content": WORD} if index == 0 else {"content": WORD}
+        await response.write(event(delta))
+    await response.write(event({}, "stop"))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        await response.write(event({}, with_usage=usage))
+    await response.write(b"data: [DONE]\n\n")
+    return response
+
+
+def make_app() -> web.Application:
+    app = web.Application()
+    app.router.add_post("/bot/{name}", bot)
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
+
+
+if __name__ == "__main__":
+    web.run_app(make_app(), host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)

@@ -1,0 +1,343 @@
+"""``make bench``: ours against the anchors, side by side, in one run; writes
+``bench/results/<date>.json`` and ``docs/benchmarks.md``.
+
+Layout on this 2-core machine: each server under test is pinned to core 0 (a serverless instance
+has about one core); the fake upstream and the load generator share core 1. "direct" is the load
+generator talking to the fake upstream itself: the floor. Ours is started with ``make serve``,
+exactly as a user starts it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PYTHON = sys.executable
+LITELLM = BENCH / ".venv-litellm" / "bin" / "litellm"
+SERVER_CORE, LOAD_CORE = "0", "1"
+PAYLOAD = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+AUTH = {"Authorization": "Bearer sk-bench-000000000000000000000000"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(core: str, command: list[str]) -> list[str]:
+    return ["taskset", "-c", core, *command]
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> float:
+    """Seconds from now until ``url`` answers a chat with 200."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.post(url, json=PAYLOAD, headers=AUTH, timeout=2).status_code == 200:
+                return time.perf_counter() - started
+        time.sleep(0.01)
+    raise RuntimeError(f"{process.args} did not answer at {url}")
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its descendants, leaving out ``make`` itself."""
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(FileNotFoundError):
+            status = Path(f"/proc/{current}/status").read_text()
+            name = status.split("\n", 1)[0].split()[-1]
+            if name != "make":
+                total += int(
+                    next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
+                )
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+    return total / 1024
+
+
+@contextlib.contextmanager
+def server(
+    command: list[str], env: dict[str, str], url: str
+) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        pinned(SERVER_CORE, command),
+        env={**os.environ, **env},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_ready(url, process)
+        yield process, time.perf_counter() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 15)
+        process.wait(timeout=20)
+
+
+def load(spec: dict[str, Any]) -> dict[str, Any]:
+    done = subprocess.run(
+        pinned(LOAD_CORE, [PYTHON, str(BENCH / "load.py"), json.dumps(spec)]),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    return dict(json.loads(done.stdout))
+
+
+def measure(url: str) -> dict[str, Any]:
+    return {
+        "latency_c1": load({"kind": "latency", "url": url, "model": "fake", "n": 300}),
+        "throughput_c32": load({"kind": "throughput", "url": url, "model": "fake", "c": 32, "seconds": 5}),
+        "stream_c1": load({"kind": "stream", "url": url, "model": "fake-ttfb", "c": 1, "n": 40}),
+        "stream_c32": load({"kind": "stream", "url": url, "model": "fake-ttfb", "c": 32, "n": 320}),
+    }
+
+
+def litellm_config(upstream: str, directory: Path) -> Path:
+    lines = ["model_list:"]
+    for name in ("fake", "fake-ttfb"):
+        lines += [
+            f"  - model_name: {name}",
+            "    litellm_params:",
+            f"      model: openai/{name}",
+            f"      api_base: {upstream}/v1",
+            "      api_key: bench",
+        ]
+    path = directory / "litellm.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def import_ms(module: str, runs: int = 7) -> float:
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    times = [
+        float(
+            subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+        )
+        for _ in range(runs)
+    ]
+    return 1000 * statistics.median(times)
+
+
+def machine() -> dict[str, str]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
+
+
+def main() -> None:
+    upstream_port = free_port()
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    fake = subprocess.Popen(pinned(LOAD_CORE, [PYTHON, str(BENCH / "fake_upstream.py"), str(upstream_port)]))
+    results: dict[str, Any] = {"date": datetime.date.today().isoformat(), "machine": machine(), "targets": {}}
+    try:
+        time.sleep(1.0)
+        results["targets"]["direct"] = measure(f"{upstream}/v1/chat/completions")
+        tmp = ROOT / "bench" / "results" / ".tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        targets: list[tuple[str, list[str], dict[str, str]]] = []
+        for name, command, env in [
+            # "Defaults under plain uvicorn": the pure-Python loop and parser, even where uvloop is installed.
+            (
+                "minimal relay",
+                [
+                    PYTHON,
+                    "-m",
+                    "uvicorn",
+                    "bench.anchors.minimal_relay:app",
+                    "--port",
+                    "{port}",
+                    "--loop",
+                    "asyncio",
+                    "--http",
+                    "h11",
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],
+                {"UPSTREAM": upstream},
+            ),
+            ("aiohttp relay", [PYTHON, str(BENCH / "anchors" / "aiohttp_relay.py"), "{port}", upstream], {}),
+            (
+                "ours, openai backend",
+                ["make", "-s", "serve", "PORT={port}"],
+                {"POE_BASE_URL": upstream, "POE_BACKEND": "openai", "LOG_LEVEL": "WARNING"},
+            ),
+            (
+                "ours, bot backend",
+                ["make", "-s", "serve", "PORT={port}"],
+                {"POE_BASE_URL": upstream, "POE_BACKEND": "bot", "LOG_LEVEL": "WARNING"},
+            ),
+        ]:
+            targets.append((name, command, env))
+        if LITELLM.exists():
+            config = litellm_config(upstream, tmp)
+            targets.append(
+                (
+                    "LiteLLM",
+                    [
+                        str(LITELLM),
+                        "--config",
+                        str(config),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        "{port}",
+                        "--num_workers",
+                        "1",
+                    ],
+                    {"LITELLM_MASTER_KEY": AUTH["Authorization"].removeprefix("Bearer ")},
+                )
+            )
+        else:
+            print("LiteLLM is not installed in bench/.venv-litellm: skipped", file=sys.stderr)
+        for name, command, env in targets:
+            port = free_port()
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            print(f"-- {name}", file=sys.stderr, flush=True)
+            with server([part.replace("{port}", str(port)) for part in command], env, url) as (process, cold):
+                figures = measure(url)
+                figures["cold_start_ms"] = 1000 * cold
+                figures["rss_mb_after_load"] = tree_rss_mb(process.pid)
+            results["targets"][name] = figures
+        results["import_ms"] = {
+            m: import_ms(m) for m in ("adapters.aws_lambda", "adapters.vercel", "adapters.app")
+        }
+    finally:
+        fake.terminate()
+        fake.wait(timeout=10)
+    out = BENCH / "results" / f"{results['date']}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    table = report(results)
+    (ROOT / "docs").mkdir(exist_ok=True)
+    (ROOT / "docs" / "benchmarks.md").write_text(table)
+    print(table)
+
+
+def report(results: dict[str, Any]) -> str:
+    targets = results["targets"]
+    direct, minimal = targets["direct"], targets.get("minimal relay")
+
+    def row(name: str, figures: dict[str, Any]) -> str:
+        lat = figures["latency_c1"]
+        added = lat["p50_ms"] - direct["latency_c1"]["p50_ms"]
+        rps = figures["throughput_c32"]["rps"]
+        ratio_direct = rps / direct["throughput_c32"]["rps"]
+        ratio_minimal = rps / minimal["throughput_c32"]["rps"] if minimal else float("nan")
+        s1, s32 = figures["stream_c1"], figures["stream_c32"]
+        cold = figures.get("cold_start_ms")
+        rss = figures.get("rss_mb_after_load")
+        return (
+            f"| {name} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {added:+.2f} | {rps:,.0f} | "
+            f"{ratio_direct:.2f} | {ratio_minimal:.2f} | "
+            f"{s1['ttfb_p50_ms']:.1f} | {s1['total_p50_ms']:.1f} | "
+            f"{s32['ttfb_p50_ms']:.1f} | {s32['total_p50_ms']:.1f} | "
+            f"{'' if cold is None else f'{cold:,.0f}'} | {'' if rss is None else f'{rss:.1f}'} |"
+        )
+
+    m = results["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Run by `make bench` on {results['date']}: {m['cpu']}, {m['cores']} cores, "
+        f"Python {m['python']}, {m['os']}.",
+        "Each server is pinned to core 0; the fake upstream (aiohttp) and the load generator (aiohttp",
+        "client, its own process) share core 1. Every target relays to the same fake upstream, which",
+        "answers 8 chunks; streams use a model whose first chunk comes after 50 ms.",
+        "",
+        "| target | p50 ms (c=1) | p99 ms | added p50 vs direct | req/s (c=32) | x direct "
+        "| x minimal relay | stream TTFB p50 (c=1) | total | TTFB p50 (c=32) | total "
+        "| cold start ms | RSS MB after load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [row(name, figures) for name, figures in targets.items()]
+    lines += ["", "Targets (issue 6), from this run:", ""]
+    lines += [f"* {text}: {'met' if ok else 'NOT met'}" for text, ok in targets_met(results)]
+    imports = results.get("import_ms", {})
+    lines += ["", "Import time of the entry modules (fresh interpreter, median of 7):", ""]
+    lines += [f"* `{module}`: {ms:.0f} ms" for module, ms in imports.items()]
+    lines += ["", f"Raw figures: `bench/results/{results['date']}.json`.", ""]
+    return "\n".join(lines)
+
+
+def targets_met(results: dict[str, Any]) -> list[tuple[str, bool]]:
+    t = results["targets"]
+    direct, tuned, minimal = t["direct"], t["aiohttp relay"], t["minimal relay"]
+    ours, bot = t["ours, openai backend"], t["ours, bot backend"]
+
+    def rps(x: dict[str, Any]) -> float:
+        return float(x["throughput_c32"]["rps"])
+
+    def added(x: dict[str, Any]) -> float:
+        return float(x["latency_c1"]["p50_ms"] - direct["latency_c1"]["p50_ms"])
+
+    slowest = min(rps(ours), rps(bot))
+    most_added = max(added(ours), added(bot))
+    ttfb = max(ours["stream_c1"]["ttfb_p50_ms"], bot["stream_c1"]["ttfb_p50_ms"])
+    floor = direct["stream_c1"]["ttfb_p50_ms"]
+    rss = max(ours["rss_mb_after_load"], bot["rss_mb_after_load"])
+    imported = results["import_ms"]["adapters.aws_lambda"]
+    checks = [
+        (
+            f"throughput at c=32 >= 0.8x the aiohttp relay ({slowest:.0f} vs {rps(tuned):.0f} req/s: "
+            f"{slowest / rps(tuned):.2f}x)",
+            slowest >= 0.8 * rps(tuned),
+        ),
+        (
+            f"added p50 <= 1.2x the aiohttp relay's ({most_added:.2f} vs {added(tuned):.2f} ms)",
+            most_added <= 1.2 * added(tuned),
+        ),
+        (f"stream TTFB at c=1 <= direct + 2 ms ({ttfb:.1f} vs {floor:.1f} ms)", ttfb <= floor + 2),
+        (
+            f"bot backend >= 0.9x the openai backend ({rps(bot) / rps(ours):.2f}x)",
+            rps(bot) >= 0.9 * rps(ours),
+        ),
+        (
+            f"RSS <= 1.3x the minimal relay ({rss:.1f} vs {minimal['rss_mb_after_load']:.1f} MB)",
+            rss <= 1.3 * minimal["rss_mb_after_load"],
+        ),
+        (f"importing the Lambda entry module <= 150 ms ({imported:.0f} ms)", imported <= 150),
+    ]
+    if "LiteLLM" in t:
+        cold, theirs = max(ours["cold_start_ms"], bot["cold_start_ms"]), t["LiteLLM"]["cold_start_ms"]
+        checks.append((f"cold start <= 0.25x LiteLLM ({cold:.0f} vs {theirs:.0f} ms)", cold <= 0.25 * theirs))
+    return checks
+
+
+if __name__ == "__main__":
+    main()

@@ -16,11 +16,14 @@ from typing import Any
 import httpx
 
 from core.errors import (
+    UPSTREAM_ERROR_BODY_LIMIT,
     OpenAIError,
     UpstreamError,
     UpstreamTimeoutError,
-    UpstreamUnavailableError,
+    connection_refused,
+    connection_reset,
     error_from_upstream_status,
+    not_json,
 )
 from core.settings import Settings
 from core.sse import ServerSentEvent, SSEDecoder
@@ -29,7 +32,6 @@ from core.uploads import Upload, attachment_from_upload, upload_headers, upload_
 from .http import note_upstream_status
 
 USER_AGENT = "poe-openai-proxy/0.1"
-ERROR_BODY_LIMIT = 64 * 1024
 
 
 @contextlib.contextmanager
@@ -43,9 +45,9 @@ def upstream_faults() -> Iterator[None]:
         )
         raise UpstreamTimeoutError(f"Timed out {phase} Poe.") from None
     except httpx.ConnectError:
-        raise UpstreamUnavailableError("Could not connect to Poe.", code="upstream_connect_error") from None
+        raise connection_refused() from None
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-        raise UpstreamError("The connection to Poe was reset.", code="upstream_connection_reset") from None
+        raise connection_reset() from None
     except httpx.HTTPError as exc:
         raise UpstreamError(f"Talking to Poe failed ({type(exc).__name__}).") from None
 
@@ -159,22 +161,15 @@ class PoeUpstream:
         try:
             return response.json()
         except ValueError:
-            raise UpstreamError(
-                "Poe answered with something that is not JSON.", code="upstream_malformed"
-            ) from None
+            raise not_json() from None
 
     async def _error_from(self, response: httpx.Response, api_key: str) -> OpenAIError:
         raw = b""
         with contextlib.suppress(httpx.HTTPError):
             async for chunk in response.aiter_bytes():
                 raw += chunk
-                if len(raw) >= ERROR_BODY_LIMIT:
+                if len(raw) >= UPSTREAM_ERROR_BODY_LIMIT:
                     break
-        text = raw[:ERROR_BODY_LIMIT].decode("utf-8", errors="replace")
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            parsed = None
         return error_from_upstream_status(
-            response.status_code, text, headers=response.headers, secrets=(api_key,), parsed_body=parsed
+            response.status_code, raw, headers=response.headers, secrets=(api_key,)
         )

@@ -8,6 +8,7 @@ serialise it, whether as a response or as an event in the middle of a stream.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -166,18 +167,39 @@ def _upstream_message(body: Any) -> str | None:
     return None
 
 
+def connection_refused() -> UpstreamUnavailableError:
+    """No connection to Poe could be made."""
+    return UpstreamUnavailableError("Could not connect to Poe.", code="upstream_connect_error")
+
+
+def connection_reset() -> UpstreamError:
+    """The connection to Poe broke while its answer was being read."""
+    return UpstreamError("The connection to Poe was reset.", code="upstream_connection_reset")
+
+
+def not_json() -> UpstreamError:
+    """A JSON call that Poe answered with something else."""
+    return UpstreamError("Poe answered with something that is not JSON.", code="upstream_malformed")
+
+
+# How much of an upstream error body is read and looked at.
+UPSTREAM_ERROR_BODY_LIMIT = 64 * 1024
+
+
 def error_from_upstream_status(
     status: int,
-    body_text: str,
+    body: bytes,
     *,
     headers: Mapping[str, str] | None = None,
     secrets: tuple[str, ...] = (),
-    parsed_body: Any = None,
 ) -> OpenAIError:
-    """Map an upstream HTTP error to the OpenAI error a client expects.
-
-    ``parsed_body`` is the JSON body when the caller could parse it; its message is preferred.
-    """
+    """Map an upstream HTTP error (status and the first bytes of its body) to the OpenAI error a
+    client expects. A JSON body's own message is preferred to its raw text."""
+    body_text = body[:UPSTREAM_ERROR_BODY_LIMIT].decode("utf-8", errors="replace")
+    try:
+        parsed_body = json.loads(body_text)
+    except ValueError:
+        parsed_body = None
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     message = _upstream_message(parsed_body)
     detail = summarize_upstream_text(message if message is not None else body_text, secrets=secrets)

@@ -22,8 +22,9 @@ ASGI app, and returns either a ``Reply`` to send as it is, or an ``Exchange``: t
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -52,10 +53,11 @@ from .errors import (
     NotFoundError,
     OpenAIError,
     RequestTooLargeError,
-    UpstreamError,
     UpstreamTimeoutError,
-    UpstreamUnavailableError,
+    connection_refused,
+    connection_reset,
     error_from_upstream_status,
+    not_json,
 )
 from .models import find_model, openai_model_list
 from .settings import Settings
@@ -146,13 +148,8 @@ class Exchange:
 
     def refused(self, index: int, status: int, headers: Mapping[str, str], body: bytes) -> Reply:
         """Poe answered call ``index`` with an error status: the client gets the mapped error."""
-        text = bytes(body)[:65536].decode("utf-8", errors="replace")
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            parsed = None
         error = error_from_upstream_status(
-            status, text, headers=dict(headers), secrets=(self._api_key,), parsed_body=parsed
+            status, bytes(body), headers=dict(headers), secrets=(self._api_key,)
         )
         return Reply.error(error)
 
@@ -160,9 +157,7 @@ class Exchange:
         """``fetch`` itself failed (no connection, reset, timeout)."""
         if timed_out:
             return Reply.error(UpstreamTimeoutError("Timed out waiting for Poe."))
-        return Reply.error(
-            UpstreamUnavailableError("Could not connect to Poe.", code="upstream_connect_error")
-        )
+        return Reply.error(connection_refused())
 
     def wants(self, index: int) -> bool:
         return True
@@ -190,24 +185,23 @@ class ChoicesExchange(Exchange):
 
     def __init__(
         self,
-        calls: list[UpstreamCall],
+        planned: list[tuple[UpstreamCall, Converter]],
         api_key: str,
         *,
         meta: CompletionMeta,
-        converters: list[Converter],
         stream: bool,
         prompt_tokens: list[int],
-        complete: Callable[[dict[str, Any]], dict[str, Any]],
+        complete: Callable[[list[Converter], dict[str, Any]], dict[str, Any]],
         shape: ChunkShaper | None = None,
         prelude: Sequence[dict[str, Any]] = (),
         final_usage: Callable[[CompletionMeta, dict[str, Any]], dict[str, Any]] = usage_chunk,
     ) -> None:
-        super().__init__(calls, api_key)
+        super().__init__([call for call, _ in planned], api_key)
         self.stream = stream
         self.head = b"".join(encode_json_event(c) for c in prelude) if stream else b""
         self._meta = meta
-        self._converters = converters
-        self._decoders = [SSEDecoder() for _ in calls]
+        self._converters = [converter for _, converter in planned]
+        self._decoders = [SSEDecoder() for _ in planned]
         self._prompt_tokens = prompt_tokens
         self._complete = complete
         self._shape = shape
@@ -221,7 +215,7 @@ class ChoicesExchange(Exchange):
     def lost(self, index: int) -> bytes:
         if self.failed:
             return b""
-        self._error = RESET
+        self._error = connection_reset()
         return encode_json_event(self._error.to_dict()) if self.stream else b""
 
     def wants(self, index: int) -> bool:
@@ -276,7 +270,7 @@ class ChoicesExchange(Exchange):
     def reply(self) -> Reply:
         if self._error is not None:
             return Reply.error(self._error)
-        return Reply.json(200, self._complete(self._usage()))
+        return Reply.json(200, self._complete(self._converters, self._usage()))
 
 
 class JsonExchange(Exchange):
@@ -298,20 +292,17 @@ class JsonExchange(Exchange):
 
     def reply(self) -> Reply:
         if self._reset:
-            return Reply.error(RESET)
+            return Reply.error(connection_reset())
         try:
             answers = [json.loads(body) for body in self._bodies]
         except ValueError:
-            return Reply.error(
-                UpstreamError("Poe answered with something that is not JSON.", code="upstream_malformed")
-            )
+            return Reply.error(not_json())
         try:
             return Reply.json(200, self._answer(answers))
         except OpenAIError as exc:
             return Reply.error(exc)
 
 
-RESET = UpstreamError("The connection to Poe was reset.", code="upstream_connection_reset")
 ROUTES = ("chat/completions", "completions", "embeddings", "models")
 
 
@@ -385,29 +376,31 @@ def _start(
             lambda answers: join_embeddings(wanted_embeddings, answers, settings.embedding_batch_size),
         )
 
-    def sse_call(path_: str, body_: dict[str, Any]) -> UpstreamCall:
-        return UpstreamCall(
-            "POST", f"{base}{path_}", upstream_headers(api_key, "text/event-stream"), _dumps(body_)
-        )
+    def new_meta(prefix: str, model: str, include_usage: bool) -> CompletionMeta:
+        return CompletionMeta(f"{prefix}-{new_token()}", int(now), model, include_usage)
+
+    def plan(
+        meta: CompletionMeta, chats: Iterable[tuple[int, ChatRequest]]
+    ) -> list[tuple[UpstreamCall, Converter]]:
+        """One SSE call per choice, with the converter of its events."""
+        planned = []
+        for index, chat in chats:
+            ids = QueryIds.from_hex(new_token(), chat.user)
+            path_, body_, converter = choice_call(settings, chat, meta, index, ids)
+            headers = upstream_headers(api_key, "text/event-stream")
+            planned.append((UpstreamCall("POST", f"{base}{path_}", headers, _dumps(body_)), converter))
+        return planned
 
     if route == "completions":
         legacy = parse_completion_request(payload, settings)
-        meta = CompletionMeta(
-            f"cmpl-{new_token()}", int(now), legacy.bot, legacy.stream and legacy.include_usage
-        )
-        planned = [
-            choice_call(settings, chat, meta, index, QueryIds.from_hex(new_token(), chat.user))
-            for index, chat in legacy.choice_requests()
-        ]
-        converters = [converter for _, _, converter in planned]
+        meta = new_meta("cmpl", legacy.bot, legacy.stream and legacy.include_usage)
         return ChoicesExchange(
-            [sse_call(p, b) for p, b, _ in planned],
+            plan(meta, legacy.choice_requests()),
             api_key,
             meta=meta,
-            converters=converters,
             stream=legacy.stream,
             prompt_tokens=legacy.prompt_tokens_per_choice(),
-            complete=lambda usage: text_completion(meta, legacy, converters, usage),
+            complete=lambda converters, usage: text_completion(meta, legacy, converters, usage),
             shape=completion_chunk_from_chat,
             prelude=echo_chunks(meta, legacy),
             final_usage=completion_usage_chunk,
@@ -421,19 +414,14 @@ def _start(
             param="messages",
             code="inline_media_unsupported",
         )
-    meta = CompletionMeta(f"chatcmpl-{new_token()}", int(now), chat.bot, chat.stream and chat.include_usage)
-    planned = [
-        choice_call(settings, chat, meta, i, QueryIds.from_hex(new_token(), chat.user)) for i in range(chat.n)
-    ]
-    converters = [converter for _, _, converter in planned]
+    meta = new_meta("chatcmpl", chat.bot, chat.stream and chat.include_usage)
     return ChoicesExchange(
-        [sse_call(p, b) for p, b, _ in planned],
+        plan(meta, [(index, chat) for index in range(chat.n)]),
         api_key,
         meta=meta,
-        converters=converters,
         stream=chat.stream,
         prompt_tokens=[estimate_prompt_tokens(chat.prompt_texts())] * chat.n,
-        complete=lambda usage: chat_completion(meta, converters, usage),
+        complete=functools.partial(chat_completion, meta),
     )
 
 

@@ -29,6 +29,7 @@ interface Core {
   exchange: PyProxy;
   settings: PyProxy;
   isinstance: PyProxy;
+  streamHeaders: Record<string, string>;
 }
 
 let booting: Promise<Core> | undefined;
@@ -46,7 +47,11 @@ async function boot(): Promise<Core> {
   );
   // Invalid settings fail here, on every request, as the ASGI app refuses to start.
   const settings = py.pyimport("core.settings").Settings.from_mapping(py.toPy(environment));
-  return { py, exchange, settings, isinstance: py.runPython("isinstance") };
+  const streamHeaders = {
+    ...(exchange.SSE_HEADERS.toJs({ dict_converter: Object.fromEntries }) as Record<string, string>),
+    ...(exchange.CORS_HEADERS.toJs({ dict_converter: Object.fromEntries }) as Record<string, string>),
+  };
+  return { py, exchange, settings, isinstance: py.runPython("isinstance"), streamHeaders };
 }
 
 /** Python bytes as a Uint8Array (and the proxy released). */
@@ -56,7 +61,7 @@ function bytes(value: PyProxy): Uint8Array {
   return out;
 }
 
-function reply(core: Core, answer: PyProxy): Response {
+function reply(answer: PyProxy): Response {
   const headers = answer.headers.toJs({ dict_converter: Object.fromEntries }) as Record<string, string>;
   const status = answer.status as number;
   const body = bytes(answer.body);
@@ -100,7 +105,7 @@ export default async function handler(request: Request): Promise<Response> {
     core.settings,
     { new_token: () => crypto.randomUUID().replaceAll("-", ""), now: Date.now() / 1000 },
   ) as PyProxy;
-  if (core.isinstance(started, core.exchange.Reply)) return reply(core, started);
+  if (core.isinstance(started, core.exchange.Reply)) return reply(started);
   const exchange = started;
 
   const abort = new AbortController();
@@ -120,20 +125,20 @@ export default async function handler(request: Request): Promise<Response> {
     if (answer.status === "rejected") {
       abort.abort();
       const reason = answer.reason as Error;
-      return reply(core, exchange.unreachable(reason?.name === "TimeoutError"));
+      return reply(exchange.unreachable(reason?.name === "TimeoutError"));
     }
     if (answer.value.status !== 200) {
       abort.abort();
       const text = new Uint8Array(await answer.value.arrayBuffer().catch(() => new ArrayBuffer(0)));
       const headers = py.toPy(Object.fromEntries(answer.value.headers));
-      return reply(core, exchange.refused(index, answer.value.status, headers, text));
+      return reply(exchange.refused(index, answer.value.status, headers, text));
     }
   }
   const responses = answers.map((a) => (a as PromiseFulfilledResult<Response>).value);
 
   if (!exchange.stream) {
     await pump(exchange, responses, () => {});
-    return reply(core, exchange.reply());
+    return reply(exchange.reply());
   }
 
   // Streaming: hold the answer until core has produced something, so that an upstream that
@@ -152,7 +157,7 @@ export default async function handler(request: Request): Promise<Response> {
   await Promise.race([produced, finished]);
   if (exchange.failed && !exchange.answered) {
     abort.abort();
-    return reply(core, exchange.reply());
+    return reply(exchange.reply());
   }
   const stream = new ReadableStream<Uint8Array>({
     start(c) {
@@ -167,9 +172,5 @@ export default async function handler(request: Request): Promise<Response> {
       abort.abort();
     },
   });
-  const headers = {
-    ...(core.exchange.SSE_HEADERS.toJs({ dict_converter: Object.fromEntries }) as Record<string, string>),
-    ...(core.exchange.CORS_HEADERS.toJs({ dict_converter: Object.fromEntries }) as Record<string, string>),
-  };
-  return new Response(stream, { status: 200, headers });
+  return new Response(stream, { status: 200, headers: core.streamHeaders });
 }

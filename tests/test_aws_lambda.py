@@ -31,7 +31,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from packaging.requirements import Requirement
 
-from tests.peers.bots import GATES, POE_KEY
+from tests.peers.bots import POE_KEY, assert_streams_token_by_token
 from tests.peers.lambda_events import SHAPES
 from tests.peers.runtimes import npm_tool, python312
 from tests.peers.serve import free_port, serving_process
@@ -362,17 +362,5 @@ def web_adapter_app(template: dict[str, Any], bundle: Path) -> Iterator[str]:
 
 
 def test_the_web_adapter_script_streams_token_by_token(web_adapter_app: str) -> None:
-    token = uuid.uuid4().hex
-    release, _ = GATES.open(token)
-    body = {"model": "gated", "messages": [{"role": "user", "content": token}], "stream": True}
-    with httpx.stream(
-        "POST", f"{web_adapter_app}/v1/chat/completions", json=body, headers=AUTH, timeout=10
-    ) as response:
-        lines = response.iter_lines()
-        first = next(line for line in lines if line.startswith("data: {") and '"content"' in line)
-        assert "first" in first
-        assert not release.is_set()  # the bot still waits: the first token was not held back
-        release.set()
-        rest = [line for line in lines if line.startswith("data: ")]
-    assert rest[-1] == "data: [DONE]"
+    assert_streams_token_by_token(web_adapter_app, AUTH, timeout=10)
     assert httpx.get(web_adapter_app, timeout=5).status_code == 404  # readiness: below 500

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from tests.peers.bots import GATES, POE_KEY
+from tests.peers.bots import POE_KEY, assert_streams_token_by_token
 from tests.peers.runtimes import ROOT, npm_tool
 from tests.peers.serve import free_port, serving_process
 
@@ -126,22 +125,8 @@ def test_stream_with_usage_and_stop(sdk: openai.OpenAI) -> None:
 
 
 def test_stream_is_token_by_token(netlify_function: str) -> None:
-    token = uuid.uuid4().hex
-    release, _ = GATES.open(token)
-    body = {"model": "gated", "messages": [{"role": "user", "content": token}], "stream": True}
-    headers = {"Authorization": f"Bearer {POE_KEY}"}
-    with httpx.stream(
-        "POST", f"{netlify_function}/v1/chat/completions", json=body, headers=headers, timeout=30
-    ) as response:
-        assert response.headers["content-type"].startswith("text/event-stream")
-        assert response.headers["access-control-allow-origin"] == "*"
-        lines = response.iter_lines()
-        first = next(line for line in lines if line.startswith("data: {") and '"content"' in line)
-        assert "first" in first
-        assert not release.is_set()  # the bot still waits: the first token was not held back
-        release.set()
-        rest = [line for line in lines if line.startswith("data: ")]
-    assert rest[-1] == "data: [DONE]"
+    headers = assert_streams_token_by_token(netlify_function, {"Authorization": f"Bearer {POE_KEY}"})
+    assert headers["access-control-allow-origin"] == "*"
 
 
 def test_an_error_event_mid_stream_reaches_the_sdk(sdk: openai.OpenAI) -> None:

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import httpx
 import openai
 import pytest
 
-from tests.peers.bots import GATES, POE_KEY
+from tests.peers.bots import POE_KEY, assert_streams_token_by_token
 from tests.peers.runtimes import ROOT, npm_tool, python312
 from tests.peers.serve import free_port, serving_process
 
@@ -138,21 +137,7 @@ def vercel_dev(project: Path, poe_server: str, tmp_path_factory: pytest.TempPath
 
 
 def test_vercel_dev_streams_token_by_token(vercel_dev: str) -> None:
-    token = uuid.uuid4().hex
-    release, _ = GATES.open(token)
-    body = {"model": "gated", "messages": [{"role": "user", "content": token}], "stream": True}
-    headers = {"Authorization": f"Bearer {POE_KEY}"}
-    with httpx.stream(
-        "POST", f"{vercel_dev}/v1/chat/completions", json=body, headers=headers, timeout=30
-    ) as response:
-        assert response.headers["content-type"].startswith("text/event-stream")
-        lines = response.iter_lines()
-        first = next(line for line in lines if line.startswith("data: {") and '"content"' in line)
-        assert "first" in first
-        assert not release.is_set()  # the bot still waits: nothing on the way buffered the first token
-        release.set()
-        rest = [line for line in lines if line.startswith("data: ")]
-    assert rest[-1] == "data: [DONE]"
+    assert_streams_token_by_token(vercel_dev, {"Authorization": f"Bearer {POE_KEY}"})
 
 
 def test_vercel_dev_answers_the_sdk_and_the_edges(vercel_dev: str) -> None:

@@ -20,10 +20,12 @@ import asyncio
 import json
 import re
 import threading
+import uuid
 from collections.abc import AsyncIterable
 from typing import Any
 
 import fastapi_poe as fp
+import httpx
 from sse_starlette.event import ServerSentEvent
 
 POE_KEY = "test-poe-key-0000000000000000000"
@@ -204,6 +206,28 @@ class GatedBot(fp.PoeBot):
         finally:
             if not finished:
                 cancelled.set()
+
+
+def assert_streams_token_by_token(
+    base_url: str, headers: dict[str, str], *, timeout: float = 30
+) -> httpx.Headers:
+    """Through ``base_url``, the ``gated`` bot's first token reaches the client while the bot
+    still waits to write its second: nothing on the way buffers. Returns the response headers."""
+    token = uuid.uuid4().hex
+    release, _ = GATES.open(token)
+    body = {"model": "gated", "messages": [{"role": "user", "content": token}], "stream": True}
+    with httpx.stream(
+        "POST", f"{base_url}/v1/chat/completions", json=body, headers=headers, timeout=timeout
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith("data: {") and '"content"' in line)
+        assert "first" in first
+        assert not release.is_set()  # the bot still waits: the first token was not held back
+        release.set()
+        rest = [line for line in lines if line.startswith("data: ")]
+    assert rest[-1] == "data: [DONE]"
+    return response.headers
 
 
 class ThinkingGatedBot(GatedBot):

@@ -37,17 +37,22 @@ class TextGate:
             return text
         buffer = self._held + text
         stop_at = self._first_stop(buffer)
-        if stop_at is not None:
+        hold_from = len(buffer) - self._partial_stop_length(buffer)
+        if stop_at is not None and stop_at <= hold_from:
             return self._release(buffer[:stop_at], "stop")
-        hold = self._partial_stop_length(buffer)
-        self._held = buffer[len(buffer) - hold :] if hold else ""
-        return self._release(buffer[: len(buffer) - hold], None)
+        # A longer stop sequence may yet start before a complete shorter one ("DND" vs "N" in
+        # "DDN"): hold from the earliest possible start; the held text is shorter than a stop.
+        self._held = buffer[hold_from:]
+        return self._release(buffer[:hold_from], None)
 
     def finish(self) -> str:
-        """The stream ended: text held back for a possible stop sequence was not one."""
+        """The stream ended: cut the held text at a stop sequence it holds, or release it all."""
         if self.reason is not None:
             return ""
         held, self._held = self._held, ""
+        stop_at = self._first_stop(held)
+        if stop_at is not None:
+            return self._release(held[:stop_at], "stop")
         return self._release(held, None)
 
     def _release(self, text: str, reason: GateReason | None) -> str:

@@ -47,6 +47,13 @@ def test_earliest_of_several_stops_wins() -> None:
     assert run(["a.b!c"], ("!", ".")) == ("a", "stop")
 
 
+def test_longer_stop_starting_earlier_wins_across_pieces() -> None:
+    # Found by hypothesis: "N" is complete in "DDN", but "DND" starts one character earlier.
+    assert run(["DDN", "D"], ("N", "DND")) == ("D", "stop")
+    assert run(["DDN", "x"], ("N", "DND")) == ("DD", "stop")
+    assert run(["DDN"], ("N", "DND")) == ("DD", "stop")
+
+
 def test_length_limit() -> None:
     assert run(["abc", "def", "ghi"], max_chars=5) == ("abcde", "length")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from .errors import (
     UpstreamUnavailableError,
     summarize_upstream_text,
 )
-from .sse import ServerSentEvent
+from .sse import ServerSentEvent, SSEDecoder, json_value
 from .structured import CodeFenceStripper
 from .text import TextGate
 from .usage import estimate_tokens, max_chars_for_tokens, usage_dict
@@ -98,7 +98,11 @@ def error_from_poe_error_event(data: Mapping[str, Any]) -> OpenAIError:
 
 
 class _ChoiceStream:
-    """State shared by both converters: text gate, tool calls, finish reason, usage."""
+    """State shared by both converters: text gate, tool calls, finish reason, usage.
+
+    ``streaming``: chunks are wanted as they come. Without it ``feed`` returns no chunks at all
+    (nothing leaves the proxy before the end) and a ``replace_response`` may rewrite the answer.
+    """
 
     def __init__(
         self,
@@ -143,6 +147,11 @@ class _ChoiceStream:
         """Finished, but still worth reading upstream (for its usage report)."""
         return False
 
+    @property
+    def cut(self) -> bool:
+        """The proxy ended the answer (a stop sequence, the length limit), not upstream."""
+        return self._gate.reason is not None
+
     def message(self) -> dict[str, Any]:
         """The assistant message of a non-streaming response."""
         content = self.content
@@ -166,6 +175,7 @@ class _ChoiceStream:
     # -- building blocks ------------------------------------------------------------------
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        # Only called when streaming: a non-streaming answer is read from the state at the end.
         if not self._started:
             self._started = True
             delta = {"role": "assistant", **delta}
@@ -186,7 +196,7 @@ class _ChoiceStream:
         if not text:
             return []
         self._parts.append(text)
-        return [self._chunk({"content": text})]
+        return [self._chunk({"content": text})] if self._streaming else []
 
     def _replace(self, text: str) -> list[dict[str, Any]]:
         """``replace_response``: the bot's whole answer so far is now ``text``."""
@@ -243,7 +253,7 @@ class _ChoiceStream:
                 delta["function"] = {"arguments": arguments}
             call["function"]["arguments"] += arguments
             out.append(delta)
-        return [self._chunk({"tool_calls": out})] if out else []
+        return [self._chunk({"tool_calls": out})] if out and self._streaming else []
 
     def _finish(self, reason: str | None = None) -> list[dict[str, Any]]:
         """Close the choice. The reason: a cut by the gate, else upstream's, else what happened."""
@@ -261,11 +271,13 @@ class _ChoiceStream:
             if not call["function"]["arguments"].strip():
                 # Arguments must be a JSON document once complete; an empty one means "{}".
                 call["function"]["arguments"] = "{}"
-                chunks.append(
-                    self._chunk({"tool_calls": [{"index": index, "function": {"arguments": "{}"}}]})
-                )
+                if self._streaming:
+                    chunks.append(
+                        self._chunk({"tool_calls": [{"index": index, "function": {"arguments": "{}"}}]})
+                    )
         self.finish_reason = reason or "stop"
-        chunks.append(self._chunk({}, self.finish_reason))
+        if self._streaming:
+            chunks.append(self._chunk({}, self.finish_reason))
         return chunks
 
 
@@ -274,15 +286,15 @@ class PoeStreamToChatChunks(_ChoiceStream):
 
     def feed(self, event: ServerSentEvent) -> list[dict[str, Any]]:
         kind = event.event
+        if kind == "text":  # nearly every event: first
+            return self._text(_text_field(_json_object(event, kind), kind))
         if kind in _IGNORED_POE_EVENTS:
             return []
         if kind == "done":
             return self._finish()
-        if kind not in ("text", "replace_response", "json", "file", "error"):
+        if kind not in ("replace_response", "json", "file", "error"):
             return []  # unknown events are ignored, as the protocol asks of clients
         data = _json_object(event, kind)
-        if kind == "text":
-            return self._text(_text_field(data, kind))
         if kind == "replace_response":
             return self._replace(_text_field(data, kind))
         if kind == "json":
@@ -361,10 +373,64 @@ class OpenAIStreamToChatChunks(_ChoiceStream):
         return chunks
 
 
+Converter = PoeStreamToChatChunks | OpenAIStreamToChatChunks
+
+
+class ChoiceReader:
+    """One upstream call's response body, bytes in, chunks out: SSE decoding, then conversion.
+
+    ``feed`` the body's bytes as they arrive and ``close`` at its end. Neither raises: a failure
+    (a malformed event, an error event, a body that ends too soon) is kept in ``error``, and the
+    chunks converted before it are returned, so that what came first still goes out. Once
+    ``done``, stop reading: the choice is complete (or failed) and nothing more from upstream can
+    change it. ``cut`` says the proxy ended it (a stop sequence, the length limit) while upstream
+    was still generating: close the connection, which stops Poe.
+    """
+
+    __slots__ = ("_decoder", "converter", "error")
+
+    def __init__(self, converter: Converter) -> None:
+        self.converter = converter
+        self.error: OpenAIError | None = None
+        self._decoder = SSEDecoder()
+
+    @property
+    def done(self) -> bool:
+        converter = self.converter
+        return self.error is not None or (converter.finished and not converter.wants_more)
+
+    @property
+    def cut(self) -> bool:
+        return self.converter.cut
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        return self._convert(lambda: self._decoder.feed(data), closing=False)
+
+    def close(self) -> list[dict[str, Any]]:
+        """The body ended: a last event without its blank line counts; an unfinished answer fails."""
+        return self._convert(self._decoder.close, closing=True)
+
+    def _convert(self, events: Callable[[], list[ServerSentEvent]], *, closing: bool) -> list[dict[str, Any]]:
+        chunks: list[dict[str, Any]] = []
+        if self.error is not None:
+            return chunks
+        convert = self.converter.feed
+        try:
+            for event in events():
+                if self.done:
+                    break
+                chunks += convert(event)
+            if closing:
+                chunks += self.converter.close()
+        except OpenAIError as exc:
+            self.error = exc
+        return chunks
+
+
 def _json_object(event: ServerSentEvent, kind: str) -> dict[str, Any]:
     try:
-        data = json.loads(event.data)
-    except ValueError:
+        data = json_value(event.data)
+    except (ValueError, RecursionError):
         raise UpstreamError(f"Poe sent a malformed '{kind}' event.", code="upstream_malformed") from None
     if not isinstance(data, dict):
         raise UpstreamError(f"Poe sent a malformed '{kind}' event.", code="upstream_malformed")

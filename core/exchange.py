@@ -32,7 +32,9 @@ from urllib.parse import quote
 from .auth import resolve_poe_key
 from .chat_request import ChatRequest, QueryIds, openai_compat_body, parse_chat_request, poe_query
 from .chat_stream import (
+    ChoiceReader,
     CompletionMeta,
+    Converter,
     OpenAIStreamToChatChunks,
     PoeStreamToChatChunks,
     chat_completion,
@@ -61,12 +63,11 @@ from .errors import (
 )
 from .models import find_model, openai_model_list
 from .settings import Settings
-from .sse import DONE_EVENT, SSEDecoder, encode_json_event
+from .sse import DONE_EVENT, dumps, encode_json_event
 from .uploads import pending_uploads
 from .usage import estimate_prompt_tokens
 from .validate import parse_json_object
 
-Converter = PoeStreamToChatChunks | OpenAIStreamToChatChunks
 ChunkShaper = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 CORS_HEADERS = {
@@ -201,7 +202,7 @@ class ChoicesExchange(Exchange):
         self.head = b"".join(encode_json_event(c) for c in prelude) if stream else b""
         self._meta = meta
         self._converters = [converter for _, converter in planned]
-        self._decoders = [SSEDecoder() for _ in planned]
+        self._readers = [ChoiceReader(converter) for _, converter in planned]
         self._prompt_tokens = prompt_tokens
         self._complete = complete
         self._shape = shape
@@ -219,30 +220,20 @@ class ChoicesExchange(Exchange):
         return encode_json_event(self._error.to_dict()) if self.stream else b""
 
     def wants(self, index: int) -> bool:
-        converter = self._converters[index]
-        return not self.failed and not (converter.finished and not converter.wants_more)
+        return not self.failed and not self._readers[index].done
 
     def feed(self, index: int, chunk: bytes) -> bytes:
-        return self._convert(index, lambda: self._decoders[index].feed(bytes(chunk)), closing=False)
+        return self._convert(index, lambda reader: reader.feed(bytes(chunk)))
 
     def end(self, index: int) -> bytes:
-        return self._convert(index, self._decoders[index].close, closing=True)
+        return self._convert(index, ChoiceReader.close)
 
-    def _convert(self, index: int, events: Callable[[], list[Any]], *, closing: bool) -> bytes:
+    def _convert(self, index: int, read: Callable[[ChoiceReader], list[dict[str, Any]]]) -> bytes:
         if self.failed:
             return b""
-        converter = self._converters[index]
-        chunks: list[dict[str, Any]] = []
-        error: OpenAIError | None = None
-        try:
-            for event in events():
-                if not self.wants(index):
-                    break
-                chunks += converter.feed(event)
-            if closing and not converter.finished:
-                chunks += converter.close()
-        except OpenAIError as exc:
-            error = exc
+        reader = self._readers[index]
+        chunks = read(reader)
+        error = reader.error
         out = self._wire(chunks) if self.stream else b""
         self.answered = self.answered or bool(out)
         if error is not None:
@@ -426,4 +417,4 @@ def _start(
 
 
 def _dumps(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
+    return dumps(body).encode()

@@ -11,11 +11,9 @@ either streams the converters' chunks as SSE or waits and builds one ``chat.comp
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -24,14 +22,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.auth import resolve_poe_key
 from core.chat_request import ChatRequest, QueryIds, parse_chat_request
 from core.chat_stream import (
     CompletionMeta,
+    Converter,
     chat_completion,
     total_usage,
     usage_chunk,
@@ -50,15 +48,18 @@ from core.models import ModelListCache, find_model, openai_model_list
 from core.settings import Settings
 from core.sse import DONE_EVENT, encode_json_event
 from core.structured import json_answer_problem, with_json_correction
-from core.uploads import pending_uploads
+from core.uploads import Upload, pending_uploads
 from core.usage import estimate_prompt_tokens
 from core.validate import parse_json_object
 
-from .calls import ChoiceCall, Converter, gather_or_fail, merge, run_all
-from .http import OpenCORSMiddleware, cancel_on_disconnect, error_response, note, read_body, request_log
+from .calls import ChoiceCall, gather_or_fail, merge, run_all
+from .http import EdgeMiddleware, JSONResponse, cancel_on_disconnect, error_response, log, note, read_body
 from .upstream import PoeUpstream
 
-log = logging.getLogger("poe_openai_proxy")
+
+def new_token() -> str:
+    """32 random lowercase hex digits, for ids (uuid4().hex, without building a UUID)."""
+    return os.urandom(16).hex()
 
 
 ChunkShaper = Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -85,7 +86,8 @@ class Proxy:
         chat = parse_chat_request(body, self.settings, max_media_bytes=self.settings.max_media_bytes)
         note(model=chat.bot, stream=chat.stream)
         meta = self._meta("chatcmpl", chat.bot, chat.stream and chat.include_usage)
-        attachments = await cancel_on_disconnect(request, self._upload_media(chat, api_key))
+        uploads = pending_uploads(chat) if self.settings.backend == "bot" else []
+        attachments = await cancel_on_disconnect(request, self._upload(uploads, api_key)) if uploads else {}
         calls = [self._choice_call(chat, meta, index, api_key, attachments) for index in range(chat.n)]
         prompt_tokens = [estimate_prompt_tokens(chat.prompt_texts())] * chat.n
 
@@ -108,11 +110,8 @@ class Proxy:
             request, meta, calls, chat.stream, prompt_tokens, complete, retries=json_retries
         )
 
-    async def _upload_media(self, chat: ChatRequest, api_key: str) -> dict[tuple[int, int], dict[str, Any]]:
+    async def _upload(self, uploads: list[Upload], api_key: str) -> dict[tuple[int, int], dict[str, Any]]:
         """Bot backend: inline media goes to Poe's upload API first (the OpenAI one takes it inline)."""
-        uploads = pending_uploads(chat) if self.settings.backend == "bot" else []
-        if not uploads:
-            return {}
         attachments = await gather_or_fail(*(self.upstream.upload(u, api_key) for u in uploads))
         return {u.key: attachment for u, attachment in zip(uploads, attachments, strict=True)}
 
@@ -141,7 +140,7 @@ class Proxy:
     @staticmethod
     def _meta(prefix: str, model: str, include_usage: bool) -> CompletionMeta:
         return CompletionMeta(
-            id=f"{prefix}-{uuid.uuid4().hex}",
+            id=f"{prefix}-{new_token()}",
             created=int(time.time()),
             model=model,
             include_usage=include_usage,
@@ -155,7 +154,7 @@ class Proxy:
         api_key: str,
         attachments: dict[tuple[int, int], dict[str, Any]] | None = None,
     ) -> ChoiceCall:
-        ids = QueryIds.from_hex(uuid.uuid4().hex, chat.user)
+        ids = QueryIds.from_hex(new_token(), chat.user)
         path, body, converter = choice_call(self.settings, chat, meta, index, ids, attachments)
         return ChoiceCall(self.upstream, path, api_key, body, converter)
 
@@ -275,47 +274,6 @@ class Proxy:
         return JSONResponse(join_embeddings(wanted, answers, batch_size))
 
 
-class RequestLogMiddleware:
-    """One structured log line per request, and an ``x-request-id`` on every response.
-
-    Logged: method, path, status, duration, model, stream, Poe's status, request id. Never bodies or
-    keys.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = f"req_{uuid.uuid4().hex}"
-        record: dict[str, Any] = {"request_id": request_id, "method": scope["method"], "path": scope["path"]}
-        token = request_log.set(record)
-        started = time.perf_counter()
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                record["status"] = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            # A bug, not a client's or Poe's fault: still an OpenAI-shaped 500, still with CORS.
-            log.exception("unhandled error")
-            if "status" in record:
-                raise
-            error = OpenAIError("The proxy failed unexpectedly.", code="internal_error")
-            await error_response(error, request_id)(scope, receive, send_with_id)
-            record["status"] = 500
-        finally:
-            request_log.reset(token)
-            record["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
-            log.info(json.dumps(record, separators=(",", ":")))
-
-
 async def _openai_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OpenAIError)
     return error_response(exc)
@@ -353,7 +311,7 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(OpenCORSMiddleware), Middleware(RequestLogMiddleware)],
+        middleware=[Middleware(EdgeMiddleware)],
         exception_handlers={OpenAIError: _openai_error, HTTPException: _http_error},
         lifespan=lifespan,
     )

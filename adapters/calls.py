@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from core.chat_stream import OpenAIStreamToChatChunks, PoeStreamToChatChunks
+import httpx
 
-from .upstream import PoeUpstream
+from core.chat_stream import ChoiceReader, Converter
+
+from .upstream import PoeUpstream, raw_chunks, upstream_faults
 
 T = TypeVar("T")
 Chunks = list[dict[str, Any]]
-Converter = PoeStreamToChatChunks | OpenAIStreamToChatChunks
+DRAIN_SECONDS = 1.0  # how long to wait for the end of a body whose last event has come
 
 
 class ChoiceCall:
@@ -32,17 +34,35 @@ class ChoiceCall:
         self._body = body
         self.converter = converter
 
-    async def chunks(self) -> AsyncIterator[Chunks]:
-        """Chunks as each upstream event arrives; stops reading once the choice is complete."""
-        converter = self.converter
-        async with self._upstream.stream_events(self._path, self._api_key, self._body) as events:
-            async for event in events:
-                chunks = converter.feed(event)
-                if chunks:
-                    yield chunks
-                if converter.finished and not converter.wants_more:
-                    return  # leaving the block closes the connection: Poe stops generating
-            converter.close()
+    async def chunks(self) -> AsyncGenerator[Chunks, None]:
+        """Chunks as upstream bytes arrive; stops reading once the choice is complete."""
+        reader = ChoiceReader(self.converter)
+        response = await self._upstream.open_stream(self._path, self._api_key, self._body)
+        try:
+            body = aiter(raw_chunks(response))
+            with upstream_faults():
+                async for data in body:
+                    chunks = reader.feed(data)
+                    if chunks:
+                        yield chunks
+                    if reader.done:
+                        break
+                else:
+                    chunks = reader.close()
+                    if chunks:
+                        yield chunks
+            if reader.error is not None:
+                raise reader.error
+            if not reader.cut:
+                # Upstream said it is done and its body ends right behind that: read the end, so
+                # the connection goes back to the pool instead of being closed. (After a cut by
+                # the proxy, closing it is the point: that stops Poe generating.)
+                with contextlib.suppress(TimeoutError, httpx.HTTPError):
+                    async with asyncio.timeout(DRAIN_SECONDS):
+                        async for _ in body:
+                            pass
+        finally:
+            await response.aclose()
 
     async def run(self) -> None:
         """Consume the whole call (non-streaming responses read the converter afterwards)."""
@@ -79,13 +99,12 @@ async def run_all(calls: Sequence[ChoiceCall]) -> None:
 _END = object()
 
 
-async def merge(calls: Sequence[ChoiceCall]) -> AsyncGenerator[Chunks, None]:
+def merge(calls: Sequence[ChoiceCall]) -> AsyncGenerator[Chunks, None]:
     """All calls' chunks, in arrival order. The first failure ends the merge and cancels the rest."""
-    if len(calls) == 1:
-        async for chunks in calls[0].chunks():
-            yield chunks
-        return
+    return calls[0].chunks() if len(calls) == 1 else _interleave(calls)
 
+
+async def _interleave(calls: Sequence[ChoiceCall]) -> AsyncGenerator[Chunks, None]:
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=len(calls))
 
     async def pump(call: ChoiceCall) -> None:

@@ -1,30 +1,50 @@
-"""HTTP plumbing for the ASGI app: CORS on everything, bounded bodies, OpenAI-shaped errors."""
+"""HTTP plumbing for the ASGI app: the edge layer (CORS, request ids, logs), bounded bodies, errors."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
+import logging
+import os
+import time
 from collections.abc import Awaitable
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
+from starlette import responses
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import OpenAIError, RequestTooLargeError
 from core.exchange import CORS_HEADERS
 
 T = TypeVar("T")
+log = logging.getLogger("poe_openai_proxy")
+
+
+class JSONResponse(responses.JSONResponse):
+    """Starlette's, with its encoder made once: ``json.dumps`` with options builds one per call."""
+
+    _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+    def render(self, content: Any) -> bytes:
+        return self._encoder.encode(content).encode()
+
 
 _CORS_RAW = [(k.encode(), v.encode()) for k, v in CORS_HEADERS.items()]
 
 
-class OpenCORSMiddleware:
-    """``OPTIONS`` on any path is a 204 preflight; every response allows any origin.
+class EdgeMiddleware:
+    """What every request and response goes through, in one layer (each layer costs every call):
 
-    The proxy is called from browsers (chat UIs) with the user's own key, so there is no origin
-    to protect; Starlette's CORSMiddleware would only answer "real" preflights.
+    * ``OPTIONS`` on any path is a 204 preflight, and every response allows any origin. The proxy
+      is called from browsers (chat UIs) with the user's own key, so there is no origin to
+      protect; Starlette's CORSMiddleware would only answer "real" preflights. No response sets
+      CORS headers of its own: this layer owns them.
+    * Every response carries an ``x-request-id``, and each request gets one structured log line:
+      method, path, status, duration, model, stream, Poe's status, request id; never bodies or
+      keys.
+    * A bug still answers an OpenAI-shaped 500 (with CORS); a client that hung up is logged as 499.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -38,16 +58,34 @@ class OpenCORSMiddleware:
             await send({"type": "http.response.start", "status": 204, "headers": _CORS_RAW})
             await send({"type": "http.response.body", "body": b""})
             return
+        request_id = f"req_{os.urandom(16).hex()}"
+        record: dict[str, Any] = {"request_id": request_id, "method": scope["method"], "path": scope["path"]}
+        token = request_log.set(record)
+        started = time.perf_counter()
+        edge_headers = [*_CORS_RAW, (b"x-request-id", request_id.encode())]
 
-        async def send_with_cors(message: Message) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                message["headers"] = list(message.get("headers", [])) + [
-                    (k, v) for k, v in _CORS_RAW if k not in present
-                ]
+                record["status"] = message["status"]
+                message["headers"] = [*message.get("headers", ()), *edge_headers]
             await send(message)
 
-        await self.app(scope, receive, send_with_cors)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except ClientDisconnected:
+            record.setdefault("status", 499)  # nginx's "client closed request": nothing to send
+        except Exception:
+            # A bug, not a client's or Poe's fault: still an OpenAI-shaped 500, still with CORS.
+            log.exception("unhandled error")
+            if "status" in record:
+                raise
+            error = OpenAIError("The proxy failed unexpectedly.", code="internal_error")
+            await error_response(error)(scope, receive, send_with_headers)
+        finally:
+            request_log.reset(token)
+            if log.isEnabledFor(logging.INFO):
+                record["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
+                log.info(json.dumps(record, separators=(",", ":")))
 
 
 # The log record of the request being served; set by the app's log middleware. Tasks started
@@ -69,11 +107,8 @@ def note_upstream_status(status: int) -> None:
         record["upstream_status"] = status
 
 
-def error_response(error: OpenAIError, request_id: str | None = None) -> JSONResponse:
-    headers = dict(error.headers)
-    if request_id:
-        headers["x-request-id"] = request_id
-    return JSONResponse(error.to_dict(), status_code=error.status, headers=headers)
+def error_response(error: OpenAIError) -> JSONResponse:
+    return JSONResponse(error.to_dict(), status_code=error.status, headers=error.headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -91,24 +126,44 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run ``work``; if the client goes away first, cancel it (and so its upstream calls).
+class ClientDisconnected(Exception):  # an event, not an error
+    """The client hung up before its answer was ready; there is no one left to answer."""
 
-    Call only after the body has been read: from then on the next ASGI message is the disconnect.
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T], *, grace: float = 0.05) -> T:
+    """Await ``work``; if the client goes away first, cancel it (and so its upstream calls) and
+    raise ``ClientDisconnected``.
+
+    ``work`` runs in the calling task. Watching for the disconnect takes a task of its own, made
+    only once ``work`` has run for ``grace`` seconds: a call over sooner pays for no task, and a
+    client that left in the meantime is noticed then (its disconnect message waits for us). Call
+    only after the body has been read: from then on the next ASGI message is the disconnect.
     """
-    task: asyncio.Future[T] = asyncio.ensure_future(work)
+    current = asyncio.current_task()
+    assert current is not None
+    loop = asyncio.get_running_loop()
+    left = False
+    watcher: asyncio.Task[None] | None = None
 
     async def watch() -> None:
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                task.cancel()
-                return
+        nonlocal left
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        left = True
+        current.cancel()
 
-    watcher = asyncio.ensure_future(watch())
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+
+    timer = loop.call_later(grace, start_watching)
     try:
-        return await task
+        return await work
+    except asyncio.CancelledError:
+        if left and current.uncancel() == 0:  # our cancellation, not the server's
+            raise ClientDisconnected from None
+        raise
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await watcher
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()

@@ -1,4 +1,12 @@
-"""The one place that talks to Poe: an ``httpx.AsyncClient`` with timeouts, and fault mapping.
+"""The one place that talks to Poe: httpx requests through one transport, and fault mapping.
+
+Requests are ``httpx.Request`` objects handed to an ``httpx.AsyncBaseTransport``: in production
+``HTTP1Transport`` (a keep-alive pool), in the tests ``httpx.MockTransport`` for fault
+injection. There is deliberately no ``httpx.AsyncClient`` in between: of what it adds, the proxy
+wants no redirects and no auth flow, must not keep cookies (every caller brings their own Poe
+key, so a cookie one caller's call set must never ride along on another's), and measured ~100 us
+of CPU per call for it (docs/benchmarks.md). Timeouts travel in the request's ``timeout``
+extension, as ``AsyncClient`` would send them.
 
 Everything it raises is an ``OpenAIError`` from ``core.errors``: HTTP errors are mapped by
 ``core.errors.error_from_upstream_status``; transport faults (timeouts, resets, refused
@@ -7,10 +15,9 @@ connections) are mapped here. No key is ever put into a message.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
-from collections.abc import AsyncIterator, Iterator, Mapping
+import functools
+from collections.abc import AsyncIterable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -26,10 +33,11 @@ from core.errors import (
     not_json,
 )
 from core.settings import Settings
-from core.sse import ServerSentEvent, SSEDecoder
+from core.sse import dumps
 from core.uploads import Upload, attachment_from_upload, upload_headers, upload_url
 
 from .http import note_upstream_status
+from .transport import HTTP1Transport
 
 USER_AGENT = "poe-openai-proxy/0.1"
 
@@ -52,112 +60,119 @@ def upstream_faults() -> Iterator[None]:
         raise UpstreamError(f"Talking to Poe failed ({type(exc).__name__}).") from None
 
 
+def raw_chunks(response: httpx.Response) -> AsyncIterable[bytes]:
+    """A streamed response's body as its bytes arrive: the transport's own stream, unless the
+    server compressed it anyway (then httpx decodes it)."""
+    if "content-encoding" in response.headers:
+        return response.aiter_bytes()
+    assert isinstance(response.stream, AsyncIterable)
+    return response.stream
+
+
 class PoeUpstream:
-    """Sends requests to Poe. One instance per app; the client is made lazily, per event loop."""
+    """Sends requests to Poe over one transport (one keep-alive pool) per app."""
 
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._settings = settings
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        # A pooled connection belongs to the loop that opened it; some hosts (Mangum on Lambda)
-        # may run each invocation on a new loop, so a new loop gets a new client.
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            timeout = httpx.Timeout(
-                connect=self._settings.connect_timeout,
-                read=self._settings.read_timeout,
-                write=self._settings.read_timeout,
-                pool=self._settings.connect_timeout,
-            )
-            self._client = httpx.AsyncClient(
-                transport=self._transport,
-                timeout=timeout,
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-                headers={"User-Agent": USER_AGENT},
-                follow_redirects=False,
-            )
-            self._loop = loop
-        return self._client
+        self._transport = transport if transport is not None else HTTP1Transport()
+        self._timeout = {
+            "connect": settings.connect_timeout,
+            "read": settings.read_timeout,
+            "write": settings.read_timeout,
+            "pool": settings.connect_timeout,
+        }
+        # Parsing a URL costs ~7 us; a call's URL is one of a few paths (one per bot).
+        self.url = functools.lru_cache(maxsize=512)(self._url)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(RuntimeError):  # its loop may be gone already
-                await self._client.aclose()
-            self._client = None
+        await self._transport.aclose()
 
-    def url(self, path: str) -> str:
-        return f"{self._settings.poe_base_url}{path}"
+    def _url(self, path: str) -> httpx.URL:
+        return httpx.URL(f"{self._settings.poe_base_url}{path}")
 
-    @contextlib.asynccontextmanager
-    async def stream_events(
-        self, path: str, api_key: str, body: Mapping[str, Any]
-    ) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
-        """POST ``body`` and yield the response's server-sent events as they arrive.
+    def _request(
+        self, method: str, url: httpx.URL | str, headers: dict[str, str], **body: Any
+    ) -> httpx.Request:
+        headers["User-Agent"] = USER_AGENT
+        return httpx.Request(method, url, headers=headers, extensions={"timeout": self._timeout}, **body)
 
-        Raises the mapped ``OpenAIError`` before yielding if Poe answers with an error status.
-        Leaving the block closes the upstream connection, which cancels the call at Poe.
-        """
-        request = self.client.build_request(
-            "POST",
-            self.url(path),
-            content=json.dumps(body, separators=(",", ":")).encode(),
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "Content-Type": "application/json",
-                "Accept": "text/event-stream",
-            },
-        )
+    async def _send(self, request: httpx.Request) -> httpx.Response:
         with upstream_faults():
-            response = await self.client.send(request, stream=True)
+            response = await self._transport.handle_async_request(request)
         note_upstream_status(response.status_code)
-        try:
-            if response.status_code != 200:
-                raise await self._error_from(response, api_key)
-            yield self._events(response)
-        finally:
-            await response.aclose()
+        return response
 
-    async def _events(self, response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
-        decoder = SSEDecoder()
-        with upstream_faults():
-            async for chunk in response.aiter_bytes():
-                for event in decoder.feed(chunk):
-                    yield event
-        for event in decoder.close():
-            yield event
+    async def open_stream(self, path: str, api_key: str, body: Mapping[str, Any]) -> httpx.Response:
+        """POST ``body``; the response, once Poe has answered 200 (else the mapped ``OpenAIError``).
+
+        Read it with ``raw_chunks`` inside ``upstream_faults()``, and ``aclose`` it: before the
+        body's end that closes the connection, which cancels the call at Poe; after it, the
+        connection goes back to the pool.
+        """
+        content = dumps(body).encode()
+        url = self.url(path)
+        # Every header given as bytes, body as a stream: httpx takes them as they are, where
+        # ``content=`` would build the headers twice over (~7 us of a call's ~150).
+        request = httpx.Request(
+            "POST",
+            url,
+            headers=[
+                (b"Host", url.netloc),
+                (b"User-Agent", USER_AGENT.encode()),
+                (b"Authorization", b"Bearer " + api_key.encode("ascii")),  # ASCII: core.auth checked
+                (b"Content-Type", b"application/json"),
+                (b"Accept", b"text/event-stream"),
+                (b"Accept-Encoding", b"identity"),  # tokens must not wait in a compressor's buffer
+                (b"Content-Length", b"%d" % len(content)),
+            ],
+            stream=httpx.ByteStream(content),
+            extensions={"timeout": self._timeout},
+        )
+        response = await self._send(request)
+        if response.status_code != 200:
+            try:
+                raise await self._error_from(response, api_key)
+            finally:
+                await response.aclose()
+        return response
 
     async def request_json(
         self, method: str, path: str, api_key: str, body: Mapping[str, Any] | None = None
     ) -> Any:
         """A plain JSON call (models, embeddings). Returns the parsed body of a 200 answer."""
-        headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+        headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+        }
         content = None
         if body is not None:
-            content = json.dumps(body, separators=(",", ":")).encode()
+            content = dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        with upstream_faults():
-            response = await self.client.request(method, self.url(path), content=content, headers=headers)
-        return await self._json_answer(response, api_key)
+        return await self._json_answer(
+            self._request(method, self.url(path), headers, content=content), api_key
+        )
 
     async def upload(self, upload: Upload, api_key: str) -> dict[str, Any]:
         """Send inline media to Poe's file upload API; returns the Poe ``Attachment`` dict."""
         part = upload.part
-        with upstream_faults():
-            response = await self.client.post(
-                upload_url(self._settings.poe_upload_url),
-                files={"file": (part.name, upload.data, part.mime_type)},
-                headers=upload_headers(api_key),
-            )
-        return attachment_from_upload(await self._json_answer(response, api_key), upload)
+        request = self._request(
+            "POST",
+            upload_url(self._settings.poe_upload_url),
+            upload_headers(api_key),
+            files={"file": (part.name, upload.data, part.mime_type)},
+        )
+        return attachment_from_upload(await self._json_answer(request, api_key), upload)
 
-    async def _json_answer(self, response: httpx.Response, api_key: str) -> Any:
-        note_upstream_status(response.status_code)
-        if response.status_code != 200:
-            raise await self._error_from(response, api_key)
+    async def _json_answer(self, request: httpx.Request, api_key: str) -> Any:
+        response = await self._send(request)
+        try:
+            if response.status_code != 200:
+                raise await self._error_from(response, api_key)
+            with upstream_faults():
+                await response.aread()
+        finally:
+            await response.aclose()
         try:
             return response.json()
         except ValueError:

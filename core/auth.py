@@ -32,6 +32,9 @@ def resolve_poe_key(authorization: str | None, settings: Settings) -> str:
             "You didn't provide an API key. Send your Poe API key as a bearer token "
             "(Authorization: Bearer <key>), which is what OpenAI clients do with their API key."
         )
+    if not (token.isascii() and token.isprintable()):
+        # Keys are printable ASCII; anything else cannot be sent on as a header, nor be a key.
+        raise AuthenticationError("The API key provided is malformed: it is not printable ASCII.")
     if settings.poe_api_key is None:
         return token
     if settings.access_tokens:

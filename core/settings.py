@@ -83,6 +83,8 @@ class Settings:
 
         tokens = tuple(t.strip() for t in env.get("PROXY_ACCESS_TOKEN", "").split(",") if t.strip())
         poe_api_key = env.get("POE_API_KEY", "").strip() or None
+        if poe_api_key is not None and not (poe_api_key.isascii() and poe_api_key.isprintable()):
+            raise ConfigError("POE_API_KEY must be printable ASCII, as Poe's keys are")
         allow_open_relay = text("ALLOW_OPEN_RELAY", "").lower() in ("1", "true", "yes")
         if poe_api_key and not tokens and not allow_open_relay:
             raise ConfigError(

@@ -49,9 +49,16 @@ def settings(make_settings: Callable[..., Settings], backend: str) -> Settings:
     return make_settings(backend)
 
 
+class AppTransport(httpx.ASGITransport):
+    """``app`` in-process; closing the client closes the app's upstream pool, as its lifespan would."""
+
+    async def aclose(self) -> None:
+        await self.app.state.proxy.upstream.aclose()
+
+
 def asgi_client(app: Any, *, api_key: str = POE_KEY, **options: Any) -> openai.AsyncOpenAI:
     """The official async SDK talking to ``app`` in-process."""
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy")
+    http = httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://proxy")
     return openai.AsyncOpenAI(
         api_key=api_key, base_url="http://proxy/v1", http_client=http, max_retries=0, **options
     )
@@ -66,7 +73,7 @@ async def client(settings: Settings) -> AsyncIterator[openai.AsyncOpenAI]:
 @pytest.fixture
 async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A raw HTTP client on the app, for what the SDK would not send."""
-    transport = httpx.ASGITransport(app=create_app(settings))
+    transport = AppTransport(app=create_app(settings))
     async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as raw:
         yield raw
 
@@ -74,7 +81,7 @@ async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def proxy_url(settings: Settings) -> Iterator[str]:
     """The app under a real uvicorn on 127.0.0.1, for real streaming."""
-    with serve(create_app(settings)) as url:
+    with serve(create_app(settings), lifespan="on") as url:
         yield url
 
 

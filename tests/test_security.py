@@ -12,7 +12,7 @@ from adapters.app import create_app
 from core.auth import resolve_poe_key
 from core.errors import AuthenticationError
 from core.settings import ConfigError, Settings
-from tests.conftest import asgi_client
+from tests.conftest import AppTransport, asgi_client
 from tests.peers.bots import POE_KEY
 
 MESSAGES = [{"role": "user", "content": "owner pays"}]
@@ -56,7 +56,9 @@ def test_owner_key_without_access_tokens_refuses_to_start() -> None:
     assert resolve_poe_key("Bearer anything", relay) == POE_KEY
 
 
-@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer   ", "Basic abc", "token abc"])
+@pytest.mark.parametrize(
+    "header", [None, "", "Bearer", "Bearer   ", "Basic abc", "token abc", "Bearer k\u00e9y", "Bearer a\x00b"]
+)
 def test_missing_or_malformed_authorization_is_401(header: str | None) -> None:
     with pytest.raises(AuthenticationError):
         resolve_poe_key(header, Settings())
@@ -75,6 +77,7 @@ def test_pass_through_mode_forwards_the_clients_key() -> None:
         ({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES"),
         ({"MODEL_ALIASES": "{bad json"}, "MODEL_ALIASES"),
         ({"MODEL_ALIASES": "no-equals-sign"}, "MODEL_ALIASES"),
+        ({"POE_API_KEY": "k\u00e9y", "ALLOW_OPEN_RELAY": "1"}, "POE_API_KEY"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], name: str) -> None:
@@ -84,7 +87,7 @@ def test_bad_settings_name_the_variable(env: dict[str, str], name: str) -> None:
 
 async def test_oversized_body_is_413_before_reading_it_all(make_settings: Callable[..., Settings]) -> None:
     app = create_app(make_settings("bot", MAX_BODY_BYTES="2048"))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as http:
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://proxy") as http:
         declared = await http.post(
             "/v1/chat/completions", content=b"x" * 4096, headers={"Authorization": "Bearer k"}
         )
@@ -99,3 +102,13 @@ async def test_oversized_body_is_413_before_reading_it_all(make_settings: Callab
     for response in (declared, streamed):
         assert response.status_code == 413
         assert response.json()["error"]["code"] == "request_too_large"
+
+
+async def test_a_key_that_is_not_ascii_is_a_401_not_a_crash(http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        "/v1/chat/completions",
+        json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": "Bearer k\xe9y".encode("latin-1")},
+    )
+    assert response.status_code == 401
+    assert "malformed" in response.json()["error"]["message"]

@@ -2,8 +2,8 @@
 
 Normal, streamed and aborted requests, upstream errors and bad input are mixed. Afterwards the
 process must be alive, every answer must be the expected one, its open sockets must be back
-near the baseline, and its RSS growth under ``RSS_GROWTH_LIMIT``. Bounded in count and time,
-127.0.0.1 only.
+near the baseline (plus the idle keep-alive pool), and its RSS growth under ``RSS_GROWTH_LIMIT``.
+Bounded in count and time, 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -140,7 +140,10 @@ def test_soak(proxy_process: tuple[str, subprocess.Popen[bytes]]) -> None:
     print(f"soak: {dict(results)}; RSS {rss_before / 1e6:.1f} MB -> {(rss_before + growth) / 1e6:.1f} MB; "
           f"sockets {sockets_before} -> {open_sockets(process.pid)}")  # fmt: skip
     assert growth < RSS_GROWTH_LIMIT, f"RSS grew by {growth / 1e6:.1f} MB"
-    assert open_sockets(process.pid) <= sockets_before + 4, (sockets_before, open_sockets(process.pid))
+    # Idle keep-alive connections to Poe stay open for reuse: at most one per concurrent caller.
+    # A leak would grow with the 2,000 requests instead.
+    sockets_after = open_sockets(process.pid)
+    assert sockets_after <= sockets_before + CONCURRENCY, (sockets_before, sockets_after)
 
 
 def test_a_client_that_stops_reading_stops_the_proxy_pulling_from_poe(

@@ -11,7 +11,7 @@ import pytest
 
 from adapters.app import create_app
 from core.settings import Settings
-from tests.conftest import asgi_client
+from tests.conftest import AppTransport, asgi_client
 from tests.peers.bots import POE_KEY
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -147,7 +147,7 @@ async def test_mid_stream_faults_become_an_error_event_without_done(error: Excep
 
     settings = Settings.from_mapping({"POE_BASE_URL": "http://poe.invalid"})
     app = create_app(settings, transport=httpx.MockTransport(handler))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as http:
+    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://proxy") as http:
         response = await http.post(
             "/v1/chat/completions",
             json={"model": "echo", "messages": MESSAGES, "stream": True},

@@ -19,7 +19,8 @@ import uvicorn
 @contextmanager
 def serve(app: Any, **options: Any) -> Iterator[str]:
     """Yield the base URL (``http://127.0.0.1:<port>``) while the server runs."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", **options)
+    settings = {"host": "127.0.0.1", "port": 0, "log_level": "warning", "lifespan": "off", **options}
+    config = uvicorn.Config(app, **settings)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -1,0 +1,327 @@
+"""The proxy's upstream sockets: httpx's transport interface over asyncio and httptools.
+
+Why not httpx's default transport (httpcore on anyio), nor aiohttp's client under it: measured on
+one core under the bench's load, httpcore spent most of each call in its pool and anyio layers;
+aiohttp's client cost ~90 us of CPU per call more than this module, which does only what a
+keep-alive HTTP/1.1 call needs (docs/benchmarks.md has the figures). Parsing is httptools' (the C
+parser uvicorn serves with), so framing - chunked or sized bodies, malformed input - is not ours.
+
+What it does: one pool of idle keep-alive connections per origin and event loop; TLS with httpx's
+own certificate settings; timeouts from the request's ``timeout`` extension, as ``AsyncClient``
+sends them (``connect`` to open a connection, ``read`` for each wait for the next bytes); reading
+paused while a slow consumer has 64 KiB unread; a body left unread closes its connection (that is
+how a cut stream stops Poe generating), a body read to its end returns it to the pool. A proxy
+named by the environment (``HTTPS_PROXY`` ...) is honoured by handing those calls to httpx's own
+transport. Every failure is the httpx exception for it: ``ConnectError``, ``ConnectTimeout``,
+``ReadTimeout``, ``ReadError``, ``RemoteProtocolError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+import time
+import urllib.request
+from typing import Any, cast
+
+import httptools
+import httpx
+
+HIGH_WATER = 64 * 1024  # unread body bytes at which reading from the socket pauses
+MAX_IDLE_PER_ORIGIN = 128
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+Origin = tuple[str, str, int]
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection: write a request, then take its response apart as it arrives."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._paused = False
+        self.lost = False
+        self.idle_since = 0.0
+        self._start_response()
+
+    def _start_response(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.received_any = False
+        self._until_eof = False
+        self._error: httpx.TransportError | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is one, unregistered
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(httpx.RemoteProtocolError(f"Malformed HTTP response: {exc}"))
+
+    def eof_received(self) -> bool:
+        return False  # the peer is done sending: close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.head_done and self._until_eof and exc is None:
+            self.complete = True  # a body without length or chunks ends with the connection
+        elif not self.complete and self._error is None:
+            if exc is not None:
+                self._error = httpx.ReadError(f"The connection to the server broke: {exc}")
+            elif not self.head_done:
+                self._error = httpx.RemoteProtocolError("Server disconnected without sending a response.")
+            else:
+                self._error = httpx.RemoteProtocolError("The server closed the connection mid-body.")
+        self._wake()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        self.keep_alive = self._parser.should_keep_alive()
+        names = {name.lower() for name, _ in self.headers}
+        self._until_eof = b"content-length" not in names and b"transfer-encoding" not in names
+        self.head_done = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered >= HIGH_WATER and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self.keep_alive = self.keep_alive and self._parser.should_keep_alive()
+        self._wake()
+
+    # -- used by the transport ---------------------------------------------------------------
+
+    @property
+    def reusable(self) -> bool:
+        return self.complete and self.keep_alive and not self.lost and self._error is None
+
+    def send(self, head: bytes, body: bytes) -> None:
+        assert self._transport is not None
+        self._start_response()
+        self._transport.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            self._transport.write(body)
+
+    async def response_head(self, max_wait: float | None) -> None:
+        while not self.head_done:
+            await self._wait(max_wait)
+
+    async def read(self, max_wait: float | None) -> bytes:
+        """The body bytes received so far (waiting for some if there are none); b"" at the end."""
+        while not self._chunks:
+            if self.complete:
+                return b""
+            await self._wait(max_wait)
+        chunk = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+        return chunk
+
+    async def _wait(self, max_wait: float | None) -> None:
+        """Until the connection has news; ``max_wait`` seconds of silence is a ``ReadTimeout``.
+        (A timer handle, not ``asyncio.timeout``: it is set for every read, and must close the
+        connection when it fires.)"""
+        if self._error is not None:
+            raise self._error
+        if self.lost:
+            raise httpx.RemoteProtocolError("The connection to the server is closed.")
+        waiter = self._waiter = self._loop.create_future()
+        timer = None if max_wait is None else self._loop.call_later(max_wait, self._time_out, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+        if self._error is not None:
+            raise self._error
+
+    def _time_out(self, waiter: asyncio.Future[None]) -> None:
+        if not waiter.done():
+            waiter.set_exception(httpx.ReadTimeout("Timed out waiting for the server."))
+        self.close()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, error: httpx.TransportError) -> None:
+        if self._error is None:
+            self._error = error
+        self.close()
+        self._wake()
+
+    def close(self) -> None:
+        self.lost = True
+        if self._transport is not None:
+            self._transport.close()
+
+
+class _ResponseBody(httpx.AsyncByteStream):
+    """A response's body, read from its connection; the connection's end decides its reuse.
+
+    Its own iterator (not an async generator): one is made for every call.
+    """
+
+    def __init__(self, pool: HTTP1Transport, origin: Origin, connection: _Connection, max_wait: float | None):
+        self._pool = pool
+        self._origin = origin
+        self._connection = connection
+        self._max_wait = max_wait
+        self._closed = False
+
+    def __aiter__(self) -> _ResponseBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._connection.read(self._max_wait)
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pool.release(self._origin, self._connection)
+
+
+class HTTP1Transport(httpx.AsyncBaseTransport):
+    """Keep-alive HTTP/1.1 calls under httpx's transport interface (see the module docstring)."""
+
+    def __init__(self, *, keepalive_seconds: float = 15.0) -> None:
+        self._keepalive_seconds = keepalive_seconds
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._proxies = urllib.request.getproxies()  # like httpx's trust_env, read once
+        self._proxied: dict[str, httpx.AsyncHTTPTransport] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        proxy = self._proxy_for(url)
+        if proxy is not None:
+            return await self._through_proxy(proxy, request)
+        timeouts: dict[str, Any] = request.extensions.get("timeout", {})
+        origin = (url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme, 80))
+        body = await request.aread()
+        if request.headers.get("transfer-encoding", "").lower() == "chunked":
+            body = (b"%x\r\n%b\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
+        head = b"%b %b HTTP/1.1\r\n%b\r\n" % (
+            request.method.encode(),
+            url.raw_path,
+            b"".join(b"%b: %b\r\n" % pair for pair in request.headers.raw),
+        )
+        connection = self._checkout(origin) or await self._connect(origin, timeouts.get("connect"))
+        try:
+            connection.send(head, body)
+            await connection.response_head(timeouts.get("read"))
+        except BaseException:
+            connection.close()
+            raise
+        return httpx.Response(
+            connection.status,
+            headers=connection.headers,
+            stream=_ResponseBody(self, origin, connection, timeouts.get("read")),
+            extensions={"http_version": b"HTTP/1.1"},
+            request=request,
+        )
+
+    # -- the pool --------------------------------------------------------------------------
+
+    def _checkout(self, origin: Origin) -> _Connection | None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # connections belong to the loop that opened them
+            self._drop_all()
+            self._loop = loop
+        idle = self._idle.get(origin)
+        oldest = time.monotonic() - self._keepalive_seconds
+        while idle:
+            connection = idle.pop()
+            if not connection.lost and connection.idle_since > oldest:
+                return connection
+            connection.close()
+        return None
+
+    def release(self, origin: Origin, connection: _Connection) -> None:
+        """A response is finished with: keep its connection for the next call, or close it."""
+        idle = self._idle.setdefault(origin, [])
+        if connection.reusable and len(idle) < MAX_IDLE_PER_ORIGIN and self._loop is not None:
+            connection.idle_since = time.monotonic()
+            idle.append(connection)
+        else:
+            connection.close()
+
+    async def _connect(self, origin: Origin, connect_timeout: float | None) -> _Connection:
+        scheme, host, port = origin
+        loop = asyncio.get_running_loop()
+        tls = self._tls() if scheme == "https" else None
+        try:
+            async with asyncio.timeout(connect_timeout):
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(loop), host, port, ssl=tls, server_hostname=host if tls else None
+                )
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"Timed out connecting to {host}:{port}.") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise httpx.ConnectError(f"Could not connect to {host}:{port}: {exc}") from None
+        return connection
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = httpx.create_ssl_context()  # certifi, or SSL_CERT_FILE / SSL_CERT_DIR
+            self._ssl.set_alpn_protocols(["http/1.1"])
+        return self._ssl
+
+    def _drop_all(self) -> None:
+        for idle in self._idle.values():
+            for connection in idle:
+                connection.close()
+        self._idle.clear()
+
+    # -- proxies ---------------------------------------------------------------------------
+
+    def _proxy_for(self, url: httpx.URL) -> str | None:
+        if not self._proxies or urllib.request.proxy_bypass(url.host):
+            return None
+        return self._proxies.get(url.scheme) or self._proxies.get("all")
+
+    async def _through_proxy(self, proxy: str, request: httpx.Request) -> httpx.Response:
+        transport = self._proxied.get(proxy)
+        if transport is None:
+            transport = self._proxied[proxy] = httpx.AsyncHTTPTransport(proxy=proxy)
+        return await transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        self._drop_all()
+        for transport in self._proxied.values():
+            await transport.aclose()
+        self._proxied.clear()

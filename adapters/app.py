@@ -11,6 +11,7 @@ either streams the converters' chunks as SSE or waits and builds one ``chat.comp
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -328,10 +329,25 @@ def configure_logging(level: str) -> None:
     log.setLevel(level)
 
 
+YOUNG_GC_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Look for reference cycles among new objects every 10,000 allocations, not every 700.
+
+    A request makes a few hundred short-lived objects and almost no cycles (refcounting frees
+    them), so the default spends its scans on objects about to be freed anyway: measured,
+    ~12% of the CPU under load (docs/benchmarks.md). Cycles are still collected, a little later.
+    """
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(young, YOUNG_GC_THRESHOLD), middle, old)
+
+
 def app_from_environ(environ: Mapping[str, str] | None = None) -> Starlette:
-    """The app every entry point serves: settings from the environment."""
+    """The app every entry point serves: settings from the environment, the process tuned."""
     settings = Settings.from_mapping(os.environ if environ is None else environ)
     configure_logging(settings.log_level)
+    tune_gc()
     return create_app(settings)
 
 

@@ -13,11 +13,9 @@ import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
-import httpx
-
 from core.chat_stream import ChoiceReader, Converter
 
-from .upstream import PoeUpstream, raw_chunks, upstream_faults
+from .upstream import PoeUpstream, raw_chunks, read_to_end, upstream_faults
 
 T = TypeVar("T")
 Chunks = list[dict[str, Any]]
@@ -57,10 +55,7 @@ class ChoiceCall:
                 # Upstream said it is done and its body ends right behind that: read the end, so
                 # the connection goes back to the pool instead of being closed. (After a cut by
                 # the proxy, closing it is the point: that stops Poe generating.)
-                with contextlib.suppress(TimeoutError, httpx.HTTPError):
-                    async with asyncio.timeout(DRAIN_SECONDS):
-                        async for _ in body:
-                            pass
+                await read_to_end(response, body, DRAIN_SECONDS)
         finally:
             await response.aclose()
 

@@ -118,12 +118,17 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise RequestTooLargeError(f"The request body is larger than the limit of {limit} bytes.")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:  # the ASGI messages themselves: Request.stream() would add a generator per call
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise RequestTooLargeError(f"The request body is larger than the limit of {limit} bytes.")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class ClientDisconnected(Exception):  # an event, not an error

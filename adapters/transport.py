@@ -123,6 +123,12 @@ class _Connection(asyncio.Protocol):
     def send(self, head: bytes, body: bytes) -> None:
         assert self._transport is not None
         self._start_response()
+        if self._chunks:  # what the last caller left unread of its (complete) response
+            self._chunks.clear()
+            self._buffered = 0
+        if self._paused:
+            self._paused = False
+            self._transport.resume_reading()
         self._transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             self._transport.write(body)
@@ -199,6 +205,11 @@ class _ResponseBody(httpx.AsyncByteStream):
         self._max_wait = max_wait
         self._closed = False
 
+    @property
+    def at_end(self) -> bool:
+        """Everything has arrived (a caller about to close may skip waiting for the rest)."""
+        return self._connection.complete
+
     def __aiter__(self) -> _ResponseBody:
         return self
 
@@ -232,7 +243,8 @@ class HTTP1Transport(httpx.AsyncBaseTransport):
             return await self._through_proxy(proxy, request)
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
         origin = (url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme, 80))
-        body = await request.aread()
+        # The body as bytes: read in place when it is in memory already (it nearly always is).
+        body = request.read() if isinstance(request.stream, httpx.SyncByteStream) else await request.aread()
         if request.headers.get("transfer-encoding", "").lower() == "chunked":
             body = (b"%x\r\n%b\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
         head = b"%b %b HTTP/1.1\r\n%b\r\n" % (

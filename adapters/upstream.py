@@ -15,9 +15,10 @@ connections) are mapped here. No key is ever put into a message.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -67,6 +68,17 @@ def raw_chunks(response: httpx.Response) -> AsyncIterable[bytes]:
         return response.aiter_bytes()
     assert isinstance(response.stream, AsyncIterable)
     return response.stream
+
+
+async def read_to_end(response: httpx.Response, chunks: AsyncIterator[bytes], seconds: float) -> None:
+    """Read what is left of a body that is about to end, for at most ``seconds``; a transport that
+    knows it has it all already (``stream.at_end``) spares the wait."""
+    if getattr(response.stream, "at_end", False):
+        return
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        async with asyncio.timeout(seconds):
+            async for _ in chunks:
+                pass
 
 
 class PoeUpstream:

@@ -412,14 +412,15 @@ class ChoiceReader:
 
     def _convert(self, events: Callable[[], list[ServerSentEvent]], *, closing: bool) -> list[dict[str, Any]]:
         chunks: list[dict[str, Any]] = []
-        if self.error is not None:
+        if self.done:
             return chunks
-        convert = self.converter.feed
+        converter = self.converter
+        convert = converter.feed
         try:
             for event in events():
-                if self.done:
-                    break
                 chunks += convert(event)
+                if converter.finish_reason is not None and not converter.wants_more:
+                    break  # complete: what follows cannot change it
             if closing:
                 chunks += self.converter.close()
         except OpenAIError as exc:

@@ -140,6 +140,19 @@ async def test_a_body_left_unread_closes_its_connection() -> None:
         await transport.aclose()
 
 
+async def test_a_complete_body_left_partly_unread_is_reused_without_its_leftovers() -> None:
+    two = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nfirst."
+    async with peer(reply(two)) as (server, url):
+        transport = HTTP1Transport()
+        response = await transport.handle_async_request(request(url))
+        await asyncio.sleep(0.05)  # all of it has arrived; the caller reads none of it
+        assert response.stream.at_end  # type: ignore[attr-defined]
+        await response.aclose()
+        assert await call(transport, url) == (200, b"first.")  # not "first.first."
+        await transport.aclose()
+    assert server.connections == 1
+
+
 async def test_an_idle_connection_the_server_closed_is_not_reused() -> None:
     async with peer(reply(CHUNKED, close=True)) as (server, url):
         transport = HTTP1Transport()

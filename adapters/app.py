@@ -54,7 +54,16 @@ from core.usage import estimate_prompt_tokens
 from core.validate import parse_json_object
 
 from .calls import ChoiceCall, gather_or_fail, merge, run_all
-from .http import EdgeMiddleware, JSONResponse, cancel_on_disconnect, error_response, log, note, read_body
+from .http import (
+    EdgeMiddleware,
+    Endpoint,
+    JSONResponse,
+    cancel_on_disconnect,
+    error_response,
+    log,
+    note,
+    read_body,
+)
 from .upstream import PoeUpstream
 
 
@@ -298,11 +307,11 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
     routes = []
     for prefix in ("/v1", ""):  # OpenAI clients use /v1; some tools drop it
         routes += [
-            Route(f"{prefix}/chat/completions", proxy.chat_completions, methods=["POST"]),
-            Route(f"{prefix}/completions", proxy.completions, methods=["POST"]),
-            Route(f"{prefix}/embeddings", proxy.embeddings, methods=["POST"]),
-            Route(f"{prefix}/models", proxy.models, methods=["GET"]),
-            Route(f"{prefix}/models/{{model:path}}", proxy.model, methods=["GET"]),
+            Route(f"{prefix}/chat/completions", Endpoint(proxy.chat_completions), methods=["POST"]),
+            Route(f"{prefix}/completions", Endpoint(proxy.completions), methods=["POST"]),
+            Route(f"{prefix}/embeddings", Endpoint(proxy.embeddings), methods=["POST"]),
+            Route(f"{prefix}/models", Endpoint(proxy.models), methods=["GET"]),
+            Route(f"{prefix}/models/{{model:path}}", Endpoint(proxy.model), methods=["GET"]),
         ]
 
     @contextlib.asynccontextmanager

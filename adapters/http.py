@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -20,6 +20,23 @@ from core.exchange import CORS_HEADERS
 
 T = TypeVar("T")
 log = logging.getLogger("poe_openai_proxy")
+
+
+class Endpoint:
+    """A route's ASGI app from a ``handler(request) -> response``: the request in, its response out.
+
+    Starlette wraps a plain function this way too (``request_response``), but adds a second
+    exception layer per call that the app's ExceptionMiddleware already provides (OpenAIError
+    and HTTPException are handled there, identically): measured, ~8 us of a ~170 us call. Being
+    a class instance, not a function, tells Starlette's Route to take it as it is.
+    """
+
+    def __init__(self, handler: Callable[[Request], Awaitable[responses.Response]]) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handler(Request(scope, receive, send))
+        await response(scope, receive, send)
 
 
 class JSONResponse(responses.JSONResponse):

@@ -15,6 +15,9 @@ from typing import Any, NamedTuple, cast
 from .errors import UpstreamError
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# A block of an optional "event: <name>" line and one "data: <data>" line, then a blank line.
+_SIMPLE_BLOCK = re.compile(r"(?:event: ([^\n]*)\n)?data: ([^\n]*)\n\n")
+_SIMPLE_BLOCKS = re.compile(r"(?:(?:event: [^\n]*\n)?data: [^\n]*\n\n)+")
 DEFAULT_MAX_LINE = 16 * 1024 * 1024
 
 DONE_EVENT = b"data: [DONE]\n\n"
@@ -74,6 +77,20 @@ class SSEDecoder:
         if not text:
             return []
         buffer = self._buffer + text if self._buffer else text
+        events: list[ServerSentEvent] = []
+        if not self._data and not self._event and "\r" not in buffer:
+            # The usual shape - whole "event: x" / "data: y" blocks, nothing else - is matched in C;
+            # anything else, or what follows the last whole block, goes line by line below.
+            end = buffer.rfind("\n\n") + 2
+            if end > 1 and _SIMPLE_BLOCKS.fullmatch(buffer, 0, end):
+                events = [
+                    ServerSentEvent(name or "message", data, self._last_id, self._retry)
+                    for name, data in _SIMPLE_BLOCK.findall(buffer, 0, end)
+                ]
+                buffer = buffer[end:]
+                if not buffer:
+                    self._buffer = ""
+                    return events
         if "\r" in buffer:
             # Rare: CR or CRLF line ends. A trailing CR may be the first half of CRLF: keep it.
             held_cr = buffer.endswith("\r")
@@ -85,7 +102,6 @@ class SSEDecoder:
         if len(rest) > self._max_line:
             raise UpstreamError("upstream sent an event-stream line longer than the limit")
         self._buffer = rest
-        events: list[ServerSentEvent] = []
         if lines:
             self._lines(lines, events)
         return events

@@ -78,3 +78,64 @@ def test_encoders_round_trip() -> None:
     assert encode_json_event({"a": "\u00e9"}) == 'data: {"a":"\u00e9"}\n\n'.encode()
     assert decode_all(encode_event("one\ntwo", event="x")) == [ServerSentEvent(event="x", data="one\ntwo")]
     assert decode_all(DONE_EVENT) == [ServerSentEvent(data="[DONE]")]
+
+
+def reference_decode(raw: bytes) -> list[ServerSentEvent]:
+    """The WHATWG event-stream algorithm, line by line, written the plain way."""
+    text = raw.decode("utf-8", errors="replace")
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines.pop()  # an unterminated last line ends no event
+    events, name, data, last_id, retry = [], "", [], None, None
+    for line in lines:
+        if not line:
+            if data:
+                events.append(ServerSentEvent(name or "message", "\n".join(data), last_id, retry))
+            name, data = "", []
+            continue
+        field, colon, value = line.partition(":")
+        value = value[1:] if colon and value.startswith(" ") else value
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            name = value
+        elif field == "id" and "\0" not in value:
+            last_id = value
+        elif field == "retry" and value.isdigit():
+            retry = int(value)
+    return events
+
+
+# Lines of the shapes upstreams send, and of the shapes they might: the decoder's fast path for
+# whole "event:"/"data:" blocks must agree with the plain algorithm on all of them.
+LINE = st.sampled_from(
+    [
+        "event: text",
+        "event: done",
+        "event:",
+        "event:x",
+        'data: {"text": "a"}',
+        "data: b: c",
+        "data:",
+        "data",
+        ": comment",
+        "id: 7",
+        "retry: 10",
+        "",
+        "",
+        "",
+    ]
+)
+
+
+@given(
+    lines=st.lists(LINE, max_size=30),
+    newline=st.sampled_from(["\n", "\n", "\r\n"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=600), max_size=6),
+)
+def test_the_decoder_agrees_with_the_plain_algorithm(lines: list[str], newline: str, cuts: list[int]) -> None:
+    raw = newline.join(lines).encode() + newline.encode()
+    points = sorted({c for c in cuts if c <= len(raw)})
+    pieces = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
+    decoder = SSEDecoder()
+    events = [e for piece in pieces for e in decoder.feed(piece)]
+    assert events == reference_decode(raw)

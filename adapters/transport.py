@@ -245,12 +245,13 @@ class HTTP1Transport(httpx.AsyncBaseTransport):
         origin = (url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme, 80))
         # The body as bytes: read in place when it is in memory already (it nearly always is).
         body = request.read() if isinstance(request.stream, httpx.SyncByteStream) else await request.aread()
-        if request.headers.get("transfer-encoding", "").lower() == "chunked":
+        fields = request.headers.raw
+        if (b"transfer-encoding", b"chunked") in [(name.lower(), value.lower()) for name, value in fields]:
             body = (b"%x\r\n%b\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
-        head = b"%b %b HTTP/1.1\r\n%b\r\n" % (
+        head = b"%b %b HTTP/1.1\r\n%b\r\n\r\n" % (
             request.method.encode(),
             url.raw_path,
-            b"".join(b"%b: %b\r\n" % pair for pair in request.headers.raw),
+            b"\r\n".join([b"%b: %b" % field for field in fields]),
         )
         connection = self._checkout(origin) or await self._connect(origin, timeouts.get("connect"))
         try:

@@ -70,7 +70,7 @@ class upstream_faults:  # used as a function: ``with upstream_faults():``
 def raw_chunks(response: httpx.Response) -> AsyncIterable[bytes]:
     """A streamed response's body as its bytes arrive: the transport's own stream, unless the
     server compressed it anyway (then httpx decodes it)."""
-    if "content-encoding" in response.headers:
+    if any(name.lower() == b"content-encoding" for name, _ in response.headers.raw):
         return response.aiter_bytes()
     assert isinstance(response.stream, AsyncIterable)
     return response.stream

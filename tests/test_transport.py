@@ -110,6 +110,29 @@ async def test_keep_alive_reuses_one_connection_for_sequential_calls() -> None:
     assert head.startswith(b"post /bot/x http/1.1") and b"\r\ncontent-length: 2" in head
 
 
+async def test_a_request_body_of_unknown_length_goes_chunked() -> None:
+    received = b""
+
+    async def read_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal received
+        received = await reader.readuntil(b"0\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b'{"a":'
+        yield b"1}"
+
+    async with peer(read_chunked) as (server, url):
+        transport = HTTP1Transport()
+        answer = await transport.handle_async_request(
+            httpx.Request("POST", f"{url}/x", content=parts(), extensions={"timeout": TIMEOUT})
+        )
+        assert (answer.status_code, await answer.aread()) == (200, b"ok")
+        await transport.aclose()
+    assert b"transfer-encoding: chunked" in server.requests[0].lower()
+    assert received == b'7\r\n{"a":1}\r\n0\r\n\r\n'
+
+
 async def test_sized_chunked_and_until_close_bodies() -> None:
     sized = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
     until_close = b"HTTP/1.0 200 OK\r\n\r\nto the end"

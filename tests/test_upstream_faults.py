@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 
@@ -100,6 +101,18 @@ async def test_stream_without_done_is_an_error_not_a_short_answer() -> None:
         with pytest.raises(openai.APIError) as mid:
             [chunk async for chunk in stream]
         assert "before it was complete" in mid.value.message
+
+
+async def test_an_event_stream_compressed_anyway_is_still_read() -> None:
+    events = b'event: text\ndata: {"text": "squeezed"}\n\nevent: done\ndata: {}\n\n'
+    answer = httpx.Response(
+        200,
+        headers={"content-type": "text/event-stream", "content-encoding": "gzip"},
+        content=gzip.compress(events),
+    )
+    async with faulty(lambda request: answer) as sdk:
+        result = await sdk.chat.completions.create(model="echo", messages=MESSAGES)
+    assert result.choices[0].message.content == "squeezed"
 
 
 async def test_malformed_event_json_is_a_502() -> None:

@@ -12,6 +12,7 @@ import asyncio
 import socket
 import ssl
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -215,6 +216,29 @@ async def test_silence_is_a_read_timeout_before_and_after_the_head() -> None:
         with pytest.raises(httpx.ReadTimeout):
             [chunk async for chunk in response.aiter_raw()]
         await transport.aclose()
+
+
+async def test_a_short_timeout_on_a_connection_that_had_a_long_one_still_fires_on_time() -> None:
+    answered = 0
+
+    async def once_then_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal answered
+        answered += 1
+        if answered == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        else:
+            await asyncio.sleep(10)
+
+    async with peer(once_then_silent) as (server, url):
+        transport = HTTP1Transport()
+        assert await call(transport, url) == (200, b"ok")  # read timeout 5 s: a timer for later
+        quick = httpx.Request("POST", f"{url}/x", content=b"{}", extensions={"timeout": {"read": 0.2}})
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            await transport.handle_async_request(quick)
+        assert time.monotonic() - started < 2
+        await transport.aclose()
+    assert server.connections == 1  # the same connection both times
 
 
 def rst(writer: asyncio.StreamWriter) -> None:

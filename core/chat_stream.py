@@ -217,13 +217,13 @@ class _ChoiceStream:
             return []
         out = []
         for position, raw in enumerate(deltas):
-            if not isinstance(raw, Mapping):
+            if not isinstance(raw, dict):
                 raise UpstreamError("upstream sent a malformed tool call")
             index = raw.get("index", position)
             if not isinstance(index, int):
                 raise UpstreamError("upstream sent a tool call without a valid index")
-            function: Mapping[str, Any] = raw.get("function") or {}
-            if not isinstance(function, Mapping):
+            function: dict[str, Any] = raw.get("function") or {}
+            if not isinstance(function, dict):
                 raise UpstreamError("upstream sent a malformed tool call")
             name = function.get("name")
             arguments = function.get("arguments") or ""
@@ -306,10 +306,10 @@ class PoeStreamToChatChunks(_ChoiceStream):
     def _json(self, data: Mapping[str, Any]) -> list[dict[str, Any]]:
         # Tool calls arrive as OpenAI-shaped deltas: {"choices": [{"delta": {...}, "finish_reason"}]}.
         choices = data.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             return []
         delta = choices[0].get("delta")
-        if not isinstance(delta, Mapping):
+        if not isinstance(delta, dict):
             return []
         chunks = self._tool_call_deltas(delta.get("tool_calls"))
         content = delta.get("content")
@@ -345,31 +345,33 @@ class OpenAIStreamToChatChunks(_ChoiceStream):
         return self._gate.reason is None and not self._upstream_done and self.upstream_usage is None
 
     def feed(self, event: ServerSentEvent) -> list[dict[str, Any]]:
-        if event.data.strip() == "[DONE]":
+        if event.data[:1] != "{" and event.data.strip() == "[DONE]":  # chunks are objects: "{..."
             self._upstream_done = True
             return self._finish()
         data = _json_object(event, "chunk")
         error = data.get("error")
         if error is not None:
-            message = error.get("message") if isinstance(error, Mapping) else error
+            message = error.get("message") if isinstance(error, dict) else error
             raise UpstreamError(f"Poe failed mid-stream: {summarize_upstream_text(str(message))}")
         usage = data.get("usage")
-        if isinstance(usage, Mapping):
+        if isinstance(usage, dict):
             self.upstream_usage = dict(usage)
         choices = data.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             return []
         choice = choices[0]
         chunks: list[dict[str, Any]] = []
         delta = choice.get("delta")
-        if isinstance(delta, Mapping):
-            chunks.extend(self._tool_call_deltas(delta.get("tool_calls")))
+        if isinstance(delta, dict):
+            tool_calls = delta.get("tool_calls")
+            if tool_calls is not None:
+                chunks += self._tool_call_deltas(tool_calls)
             content = delta.get("content")
             if isinstance(content, str) and content:
-                chunks.extend(self._text(content))
+                chunks += self._text(content)
         reason = choice.get("finish_reason")
         if isinstance(reason, str) and reason:
-            chunks.extend(self._finish(reason))
+            chunks += self._finish(reason)
         return chunks
 
 

@@ -1,10 +1,11 @@
 """A fast fake Poe on 127.0.0.1: the bot protocol (``POST /bot/<name>``: SSE ``text`` ... ``done``)
 and the OpenAI-compatible API (``POST /v1/chat/completions``, streamed or not, with usage).
 
-aiohttp, so the upstream is not what the benchmark measures. Shape of every answer, from the
-environment: FAKE_CHUNKS (default 8), FAKE_CHUNK_DELAY (s between chunks, default 0) and
+aiohttp on uvloop, so the upstream is not what the benchmark measures. Shape of every answer,
+from the environment: FAKE_CHUNKS (default 8), FAKE_CHUNK_DELAY (s between chunks, default 0) and
 FAKE_FIRST_DELAY (s before the first chunk, default 0). A bot or model whose name contains
-``ttfb`` waits 50 ms before its first chunk (every proxy passes the model name through).
+``ttfb`` waits 50 ms before its first chunk (every proxy passes the model name through). Events
+with no pause between them go out in one write, as a server's buffer would send them.
 Usage: python bench/fake_upstream.py <port>
 """
 
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 
+import uvloop
 from aiohttp import web
 
 CHUNKS = int(os.environ.get("FAKE_CHUNKS", "8"))
@@ -29,13 +31,20 @@ def delays(name: str) -> tuple[float, float]:
     return (0.05 if "ttfb" in name else FIRST_DELAY), CHUNK_DELAY
 
 
-async def paced(name: str) -> AsyncIterator[int]:
+async def paced(name: str) -> AsyncIterator[list[int]]:
+    """The chunk indexes, in groups: a group is what can be written at once (no pause inside)."""
     first, between = delays(name)
+    group: list[int] = []
     for index in range(CHUNKS):
         pause = first if index == 0 else between
         if pause:
+            if group:
+                yield group
+                group = []
             await asyncio.sleep(pause)
-        yield index
+        group.append(index)
+    if group:
+        yield group
 
 
 async def sse(request: web.Request) -> web.StreamResponse:
@@ -44,12 +53,16 @@ async def sse(request: web.Request) -> web.StreamResponse:
     return response
 
 
+TEXT_EVENT = b'event: text\ndata: {"text": "' + WORD.encode() + b'"}\n\n'
+
+
 async def bot(request: web.Request) -> web.StreamResponse:
     await request.read()
     response = await sse(request)
-    await response.write(b'event: meta\ndata: {"content_type": "text/markdown"}\n\n')
-    async for _ in paced(request.match_info["name"]):
-        await response.write(b'event: text\ndata: {"text": "' + WORD.encode() + b'"}\n\n')
+    head = b'event: meta\ndata: {"content_type": "text/markdown"}\n\n'
+    async for group in paced(request.match_info["name"]):
+        await response.write(head + TEXT_EVENT * len(group))
+        head = b""
     await response.write(b"event: done\ndata: {}\n\n")
     return response
 
@@ -77,13 +90,13 @@ async def chat(request: web.Request) -> web.StreamResponse:
         chunk = {**base, "object": "chat.completion.chunk", "choices": choices, "usage": with_usage}
         return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
-    async for index in paced(model):
-        delta = {"role": "assistant", "content": WORD} if index == 0 else {"content": WORD}
-        await response.write(event(delta))
-    await response.write(event({}, "stop"))
+    async for group in paced(model):
+        deltas = [{"role": "assistant", "content": WORD} if i == 0 else {"content": WORD} for i in group]
+        await response.write(b"".join(event(delta) for delta in deltas))
+    tail = event({}, "stop")
     if (body.get("stream_options") or {}).get("include_usage"):
-        await response.write(event({}, with_usage=usage))
-    await response.write(b"data: [DONE]\n\n")
+        tail += event({}, with_usage=usage)
+    await response.write(tail + b"data: [DONE]\n\n")
     return response
 
 
@@ -95,4 +108,5 @@ def make_app() -> web.Application:
 
 
 if __name__ == "__main__":
+    uvloop.install()
     web.run_app(make_app(), host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)

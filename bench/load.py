@@ -1,4 +1,7 @@
-"""The load generator: aiohttp client in its own process (the runner pins it to a core).
+"""The load generator: one keep-alive connection per worker, asyncio protocols + httptools on
+uvloop, in its own process (the runner pins it). It is lean on purpose: every microsecond it
+spends is one the core it shares with the fake upstream cannot spend, and the runner checks its
+headroom by driving the fake upstream directly.
 
 Usage: python bench/load.py '<json spec>'; prints a JSON result. Specs:
   {"kind": "latency", "url": ..., "model": ..., "n": 200}             non-stream, one at a time
@@ -15,17 +18,72 @@ import resource
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
+import httptools
+import uvloop
 
-HEADERS = {"Authorization": "Bearer sk-bench-000000000000000000000000", "Content-Type": "application/json"}
+AUTH = b"Bearer sk-bench-000000000000000000000000"
 DEADLINE = 120.0  # no run lasts longer, whatever happens
 
 
-def body(model: str, stream: bool) -> bytes:
-    return json.dumps(
+def request_bytes(url: str, model: str, stream: bool) -> bytes:
+    parts = urlsplit(url)
+    body = json.dumps(
         {"model": model, "messages": [{"role": "user", "content": "Say something."}], "stream": stream}
     ).encode()
+    return (
+        b"POST %b HTTP/1.1\r\nHost: %b\r\nAuthorization: %b\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%b"
+    ) % (parts.path.encode(), parts.netloc.encode(), AUTH, len(body), body)
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection that makes one call at a time and times it."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.done: asyncio.Future[None] | None = None
+        self.first = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(ConnectionError("the server closed the connection"))
+
+    def on_body(self, body: bytes) -> None:
+        if not self.first:
+            self.first = time.perf_counter()
+
+    def on_message_complete(self) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    async def call(self, raw: bytes) -> tuple[float, float]:
+        """(time to the first body byte, total) in seconds; raises on a non-200 answer."""
+        assert self.transport is not None
+        self.done = asyncio.get_running_loop().create_future()
+        self.first = 0.0
+        started = time.perf_counter()
+        self.transport.write(raw)
+        await self.done
+        finished = time.perf_counter()
+        if self.parser.get_status_code() != 200:
+            raise RuntimeError(f"status {self.parser.get_status_code()}")
+        return (self.first or finished) - started, finished - started
+
+
+async def connect(url: str) -> Connection:
+    parts = urlsplit(url)
+    loop = asyncio.get_running_loop()
+    _, connection = await loop.create_connection(Connection, parts.hostname or "127.0.0.1", parts.port or 80)
+    return connection
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -33,83 +91,67 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def one(session: aiohttp.ClientSession, url: str, payload: bytes) -> tuple[float, float]:
-    """(time to first body byte, total) in seconds; raises on a non-200 answer."""
-    started = time.perf_counter()
-    first = None
-    async with session.post(url, data=payload, headers=HEADERS) as response:
-        if response.status != 200:
-            raise RuntimeError(f"{response.status}: {(await response.text())[:200]}")
-        async for _ in response.content.iter_any():
-            if first is None:
-                first = time.perf_counter()
-    done = time.perf_counter()
-    return (first or done) - started, done - started
-
-
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
-    url, model = spec["url"], spec["model"]
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        stop_at = time.perf_counter() + DEADLINE
-        if spec["kind"] == "latency":
-            payload = body(model, False)
-            for _ in range(20):
-                await one(session, url, payload)
-            totals = [
-                (await one(session, url, payload))[1]
-                for _ in range(spec["n"])
-                if time.perf_counter() < stop_at
-            ]
-            return {
-                "p50_ms": 1000 * quantile(totals, 0.5),
-                "p99_ms": 1000 * quantile(totals, 0.99),
-                "n": len(totals),
-            }
-        if spec["kind"] == "throughput":
-            payload = body(model, False)
-            count = errors = 0
-            end = time.perf_counter() + 1.0  # warm-up second, not counted
-
-            async def worker() -> None:
-                nonlocal count, errors
-                while time.perf_counter() < end:
-                    try:
-                        await one(session, url, payload)
-                        count += 1
-                    except Exception:
-                        errors += 1
-
-            await asyncio.gather(*(worker() for _ in range(spec["c"])))
-            count = errors = 0
-            started = time.perf_counter()
-            end = started + spec["seconds"]
-            await asyncio.gather(*(worker() for _ in range(spec["c"])))
-            return {"rps": count / (time.perf_counter() - started), "errors": errors}
-        payload = body(model, True)
-        for _ in range(5):
-            await one(session, url, payload)
-        results: list[tuple[float, float]] = []
-        per_worker = max(1, spec["n"] // spec["c"])
-
-        async def streamer() -> None:
-            for _ in range(per_worker):
-                if time.perf_counter() < stop_at:
-                    results.append(await one(session, url, payload))
-
-        await asyncio.gather(*(streamer() for _ in range(spec["c"])))
-        firsts = [r[0] for r in results]
-        totals = [r[1] for r in results]
+    url, model, kind = spec["url"], spec["model"], spec["kind"]
+    stop_at = time.perf_counter() + DEADLINE
+    if kind == "latency":
+        raw = request_bytes(url, model, stream=False)
+        connection = await connect(url)
+        for _ in range(20):
+            await connection.call(raw)
+        totals = [(await connection.call(raw))[1] for _ in range(spec["n"]) if time.perf_counter() < stop_at]
         return {
-            "ttfb_p50_ms": 1000 * quantile(firsts, 0.5),
-            "ttfb_p99_ms": 1000 * quantile(firsts, 0.99),
-            "total_p50_ms": 1000 * quantile(totals, 0.5),
-            "n": len(results),
+            "p50_ms": 1000 * quantile(totals, 0.5),
+            "p99_ms": 1000 * quantile(totals, 0.99),
+            "n": len(totals),
         }
+    if kind == "throughput":
+        raw = request_bytes(url, model, stream=False)
+        count = errors = 0
+        end = time.perf_counter() + 1.0  # warm-up second, not counted
+
+        async def worker() -> None:
+            nonlocal count, errors
+            connection = await connect(url)
+            while time.perf_counter() < end:
+                try:
+                    await connection.call(raw)
+                    count += 1
+                except (RuntimeError, ConnectionError):
+                    errors += 1
+                    connection = await connect(url)
+
+        await asyncio.gather(*(worker() for _ in range(spec["c"])))
+        count = errors = 0
+        started = time.perf_counter()
+        end = started + spec["seconds"]
+        await asyncio.gather(*(worker() for _ in range(spec["c"])))
+        return {"rps": count / (time.perf_counter() - started), "errors": errors}
+    raw = request_bytes(url, model, stream=True)
+    results: list[tuple[float, float]] = []
+    per_worker = max(1, spec["n"] // spec["c"])
+
+    async def streamer() -> None:
+        connection = await connect(url)
+        for _ in range(2):  # warm-up calls, not counted
+            await connection.call(raw)
+        for _ in range(per_worker):
+            if time.perf_counter() < stop_at:
+                results.append(await connection.call(raw))
+
+    await asyncio.gather(*(streamer() for _ in range(spec["c"])))
+    firsts = [r[0] for r in results]
+    totals = [r[1] for r in results]
+    return {
+        "ttfb_p50_ms": 1000 * quantile(firsts, 0.5),
+        "ttfb_p99_ms": 1000 * quantile(firsts, 0.99),
+        "total_p50_ms": 1000 * quantile(totals, 0.5),
+        "n": len(results),
+    }
 
 
 if __name__ == "__main__":
-    result = asyncio.run(run(json.loads(sys.argv[1])))
+    result = uvloop.run(run(json.loads(sys.argv[1])))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result["generator_cpu_s"] = usage.ru_utime + usage.ru_stime
     print(json.dumps(result))

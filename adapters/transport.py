@@ -56,7 +56,6 @@ class _Connection(asyncio.Protocol):
         self.head_done = False
         self.complete = False
         self.keep_alive = False
-        self.received_any = False
         self._until_eof = False
         self._error: httpx.TransportError | None = None
 
@@ -66,7 +65,6 @@ class _Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is one, unregistered
 
     def data_received(self, data: bytes) -> None:
-        self.received_any = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -243,10 +241,14 @@ class HTTP1Transport(httpx.AsyncBaseTransport):
             return await self._through_proxy(proxy, request)
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
         origin = (url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme, 80))
+        fields = request.headers.raw
+        # httpx frames a body of unknown length as chunked (a body in memory has its length).
+        chunked = not isinstance(request.stream, httpx.ByteStream) and (b"transfer-encoding", b"chunked") in [
+            (name.lower(), value.lower()) for name, value in fields
+        ]
         # The body as bytes: read in place when it is in memory already (it nearly always is).
         body = request.read() if isinstance(request.stream, httpx.SyncByteStream) else await request.aread()
-        fields = request.headers.raw
-        if (b"transfer-encoding", b"chunked") in [(name.lower(), value.lower()) for name, value in fields]:
+        if chunked:
             body = (b"%x\r\n%b\r\n" % (len(body), body) if body else b"") + b"0\r\n\r\n"
         head = b"%b %b HTTP/1.1\r\n%b\r\n\r\n" % (
             request.method.encode(),

@@ -56,6 +56,8 @@ class _Connection(asyncio.Protocol):
         self.head_done = False
         self.complete = False
         self.keep_alive = False
+        self.in_flight = False  # a request has been sent on it (bytes before one are an error)
+        self._informational = False
         self._until_eof = False
         self._error: httpx.TransportError | None = None
 
@@ -65,6 +67,9 @@ class _Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is one, unregistered
 
     def data_received(self, data: bytes) -> None:
+        if self.complete or not self.in_flight:  # bytes no request asked for: state unknown
+            self._fail(httpx.RemoteProtocolError("The server sent data outside a response."))
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -92,7 +97,11 @@ class _Connection(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # informational (103 Early Hints...): the answer comes after it
+            self._informational = True
+            return
+        self.status = status
         self.keep_alive = self._parser.should_keep_alive()
         names = {name.lower() for name, _ in self.headers}
         self._until_eof = b"content-length" not in names and b"transfer-encoding" not in names
@@ -108,6 +117,10 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            self.headers = []
+            return
         self.complete = True
         self.keep_alive = self.keep_alive and self._parser.should_keep_alive()
         self._wake()
@@ -121,6 +134,7 @@ class _Connection(asyncio.Protocol):
     def send(self, head: bytes, body: bytes) -> None:
         assert self._transport is not None
         self._start_response()
+        self.in_flight = True
         if self._chunks:  # what the last caller left unread of its (complete) response
             self._chunks.clear()
             self._buffered = 0

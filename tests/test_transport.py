@@ -177,6 +177,34 @@ async def test_a_complete_body_left_partly_unread_is_reused_without_its_leftover
     assert server.connections == 1
 
 
+async def test_an_informational_response_is_not_taken_for_the_answer() -> None:
+    hints = b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\n"
+    async with peer(reply(hints + b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")) as (server, url):
+        transport = HTTP1Transport()
+        response = await transport.handle_async_request(request(url))
+        assert (response.status_code, await response.aread()) == (200, b"ok")
+        assert "link" not in response.headers
+        assert await call(transport, url) == (200, b"ok")  # and the connection is still sound
+        await transport.aclose()
+    assert server.connections == 1
+
+
+async def test_bytes_on_an_idle_connection_retire_it() -> None:
+    async def answer_then_babble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstale")  # nobody asked
+
+    async with peer(answer_then_babble) as (server, url):
+        transport = HTTP1Transport()
+        assert await call(transport, url) == (200, b"ok")
+        await asyncio.sleep(0.2)
+        assert await call(transport, url) == (200, b"ok")  # not "stale": a fresh connection
+        await transport.aclose()
+    assert server.connections == 2
+
+
 async def test_an_idle_connection_the_server_closed_is_not_reused() -> None:
     async with peer(reply(CHUNKED, close=True)) as (server, url):
         transport = HTTP1Transport()

@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 
 from core.chat_stream import ChoiceReader, Converter
 
-from .upstream import PoeUpstream, raw_chunks, read_to_end, upstream_faults
+from .upstream import PoeUpstream, finish_body, raw_chunks, upstream_faults
 
 T = TypeVar("T")
 Chunks = list[dict[str, Any]]
-DRAIN_SECONDS = 1.0  # how long to wait for the end of a body whose last event has come
+DRAIN_SECONDS = 1.0  # how long the end of a body whose last event has come may take
 
 
 class ChoiceCall:
@@ -52,10 +52,10 @@ class ChoiceCall:
             if reader.error is not None:
                 raise reader.error
             if not reader.cut:
-                # Upstream said it is done and its body ends right behind that: read the end, so
-                # the connection goes back to the pool instead of being closed. (After a cut by
+                # Upstream said it is done and its body ends right behind that: let the end come,
+                # so the connection goes back to the pool instead of being closed. (After a cut by
                 # the proxy, closing it is the point: that stops Poe generating.)
-                await read_to_end(response, body, DRAIN_SECONDS)
+                await finish_body(response, body, DRAIN_SECONDS)
         finally:
             await response.aclose()
 

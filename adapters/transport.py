@@ -10,7 +10,8 @@ What it does: one pool of idle keep-alive connections per origin and event loop;
 own certificate settings; timeouts from the request's ``timeout`` extension, as ``AsyncClient``
 sends them (``connect`` to open a connection, ``read`` for each wait for the next bytes); reading
 paused while a slow consumer has 64 KiB unread; a body left unread closes its connection (that is
-how a cut stream stops Poe generating), a body read to its end returns it to the pool. A proxy
+how a cut stream stops Poe generating), a body read to its end returns it to the pool, and so does
+one whose reader declares it done (``finish_in_background``): its last bytes may come later. A proxy
 named by the environment (``HTTPS_PROXY`` ...) is honoured by handing those calls to httpx's own
 transport. Every failure is the httpx exception for it: ``ConnectError``, ``ConnectTimeout``,
 ``ReadTimeout``, ``ReadError``, ``RemoteProtocolError``.
@@ -23,6 +24,7 @@ import collections
 import ssl
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any, cast
 
 import httptools
@@ -48,6 +50,8 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self.lost = False
         self.idle_since = 0.0
+        self._then: Callable[[], None] | None = None  # run once the current response has ended
+        self._give_up: asyncio.TimerHandle | None = None
         self._start_response()
 
     def _start_response(self) -> None:
@@ -80,6 +84,10 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self._then = None
+        if self._give_up is not None:
+            self._give_up.cancel()
+            self._give_up = None
         if self.head_done and self._until_eof and exc is None:
             self.complete = True  # a body without length or chunks ends with the connection
         elif not self.complete and self._error is None:
@@ -109,6 +117,8 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self._then is not None:  # the caller is done with the body: its rest is dropped
+            return
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered >= HIGH_WATER and not self._paused and self._transport is not None:
@@ -124,8 +134,29 @@ class _Connection(asyncio.Protocol):
         self.complete = True
         self.keep_alive = self.keep_alive and self._parser.should_keep_alive()
         self._wake()
+        then = self._then
+        if then is not None:
+            self._then = None
+            if self._give_up is not None:
+                self._give_up.cancel()
+                self._give_up = None
+            then()
 
     # -- used by the transport ---------------------------------------------------------------
+
+    def finish_then(self, then: Callable[[], None], within: float) -> None:
+        """Drop the rest of the current response as it arrives and call ``then`` once it has all
+        come; close the connection if that takes longer than ``within`` seconds."""
+        self._chunks.clear()
+        self._buffered = 0
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+        if self.complete or self.lost:
+            then()
+            return
+        self._then = then
+        self._give_up = self._loop.call_later(within, self.close)
 
     @property
     def reusable(self) -> bool:
@@ -217,10 +248,14 @@ class _ResponseBody(httpx.AsyncByteStream):
         self._max_wait = max_wait
         self._closed = False
 
-    @property
-    def at_end(self) -> bool:
-        """Everything has arrived (a caller about to close may skip waiting for the rest)."""
-        return self._connection.complete
+    def finish_in_background(self, within: float) -> None:
+        """The caller has what it wanted, and the few bytes that end the body are on their way:
+        let them come after the caller has moved on, then pool the connection (or close it if
+        they have not come within ``within`` seconds). Waiting for them first would put one more
+        round of the event loop on every call's path."""
+        if not self._closed:
+            self._closed = True
+            self._connection.finish_then(lambda: self._pool.release(self._origin, self._connection), within)
 
     def __aiter__(self) -> _ResponseBody:
         return self

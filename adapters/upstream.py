@@ -76,10 +76,13 @@ def raw_chunks(response: httpx.Response) -> AsyncIterable[bytes]:
     return response.stream
 
 
-async def read_to_end(response: httpx.Response, chunks: AsyncIterator[bytes], seconds: float) -> None:
-    """Read what is left of a body that is about to end, for at most ``seconds``; a transport that
-    knows it has it all already (``stream.at_end``) spares the wait."""
-    if getattr(response.stream, "at_end", False):
+async def finish_body(response: httpx.Response, chunks: AsyncIterator[bytes], seconds: float) -> None:
+    """The caller has all it wants of a body whose end is on its way: let the connection be
+    reused. A transport that can (``stream.finish_in_background``) lets the end arrive after the
+    caller has moved on; otherwise what is left is read here, for at most ``seconds``."""
+    finish_in_background = getattr(response.stream, "finish_in_background", None)
+    if finish_in_background is not None:
+        finish_in_background(seconds)
         return
     with contextlib.suppress(TimeoutError, httpx.HTTPError):
         async with asyncio.timeout(seconds):

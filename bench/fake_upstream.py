@@ -12,6 +12,7 @@ Usage: python bench/fake_upstream.py <port>
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -67,35 +68,45 @@ async def bot(request: web.Request) -> web.StreamResponse:
     return response
 
 
+USAGE = {"prompt_tokens": 10, "completion_tokens": CHUNKS, "total_tokens": 10 + CHUNKS}
+STARTED = int(time.time())
+
+
+@functools.lru_cache(maxsize=64)
+def chat_events(model: str) -> tuple[list[bytes], bytes, bytes]:
+    """A model's stream, encoded once: the content chunks, the finish chunk, the usage chunk.
+    (Encoding them per call would put the fake's JSON work on every measured request.)"""
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": STARTED, "model": model}
+
+    def event(choices: list[dict[str, object]], usage: dict[str, int] | None = None) -> bytes:
+        return b"data: " + json.dumps({**base, "choices": choices, "usage": usage}).encode() + b"\n\n"
+
+    def choice(delta: dict[str, str], finish: str | None = None) -> dict[str, object]:
+        return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+
+    content = [
+        event([choice({"role": "assistant", "content": WORD} if i == 0 else {"content": WORD})])
+        for i in range(CHUNKS)
+    ]
+    return content, event([choice({}, "stop")]), event([], USAGE)
+
+
 async def chat(request: web.Request) -> web.StreamResponse:
     body = json.loads(await request.read())
     model = body.get("model", "fake")
-    usage = {"prompt_tokens": 10, "completion_tokens": CHUNKS, "total_tokens": 10 + CHUNKS}
-    base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": model}
     if not body.get("stream"):
         first, between = delays(model)
         if first or between:
             await asyncio.sleep(first + between * max(CHUNKS - 1, 0))
         message = {"role": "assistant", "content": WORD * CHUNKS}
         choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
-        return web.json_response({**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+        answer = {"id": "chatcmpl-fake", "object": "chat.completion", "created": STARTED, "model": model}
+        return web.json_response({**answer, "choices": [choice], "usage": USAGE})
     response = await sse(request)
-
-    def event(
-        delta: dict[str, str], finish: str | None = None, with_usage: dict[str, int] | None = None
-    ) -> bytes:
-        choices = (
-            [] if with_usage else [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
-        )
-        chunk = {**base, "object": "chat.completion.chunk", "choices": choices, "usage": with_usage}
-        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
-
+    content, finish, usage = chat_events(model)
     async for group in paced(model):
-        deltas = [{"role": "assistant", "content": WORD} if i == 0 else {"content": WORD} for i in group]
-        await response.write(b"".join(event(delta) for delta in deltas))
-    tail = event({}, "stop")
-    if (body.get("stream_options") or {}).get("include_usage"):
-        tail += event({}, with_usage=usage)
+        await response.write(b"".join(content[i] for i in group))
+    tail = finish + (usage if (body.get("stream_options") or {}).get("include_usage") else b"")
     await response.write(tail + b"data: [DONE]\n\n")
     return response
 

@@ -1,4 +1,4 @@
-"""adapters.transport.HTTP1Transport against real sockets on 127.0.0.1.
+"""adapters.transport.HTTP1Transport against real sockets on 127.0.0.1, and the app's use of it.
 
 Each peer here is a small asyncio server that answers with exactly the bytes a test wants -
 well-formed, broken, slow or silent - and counts the connections it was given. TLS uses a
@@ -21,7 +21,10 @@ import httpx
 import pytest
 import trustme
 
+from adapters.app import create_app
 from adapters.transport import HIGH_WATER, HTTP1Transport
+from core.settings import Settings
+from tests.conftest import asgi_client
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 TIMEOUT = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
@@ -170,7 +173,6 @@ async def test_a_complete_body_left_partly_unread_is_reused_without_its_leftover
         transport = HTTP1Transport()
         response = await transport.handle_async_request(request(url))
         await asyncio.sleep(0.05)  # all of it has arrived; the caller reads none of it
-        assert response.stream.at_end  # type: ignore[attr-defined]
         await response.aclose()
         assert await call(transport, url) == (200, b"first.")  # not "first.first."
         await transport.aclose()
@@ -203,6 +205,47 @@ async def test_bytes_on_an_idle_connection_retire_it() -> None:
         assert await call(transport, url) == (200, b"ok")  # not "stale": a fresh connection
         await transport.aclose()
     assert server.connections == 2
+
+
+def tail_after(pause: float) -> Answer:
+    """An event stream whose final empty chunk comes ``pause`` seconds after its last event."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n%x\r\n%b\r\n" % (len(SSE), SSE))
+        await writer.drain()
+        await asyncio.sleep(pause)
+        writer.write(b"0\r\n\r\n")
+
+    return answer
+
+
+async def read_events_then_hand_off(transport: HTTP1Transport, url: str, within: float) -> float:
+    """Read the events, hand the body's end off; seconds the caller spent after the events."""
+    response = await transport.handle_async_request(request(url))
+    body = aiter(response.aiter_raw())
+    assert await anext(body) == SSE
+    started = time.monotonic()
+    response.stream.finish_in_background(within)  # type: ignore[attr-defined]
+    await response.aclose()
+    return time.monotonic() - started
+
+
+async def test_a_body_handed_off_before_its_end_still_returns_its_connection() -> None:
+    async with peer(tail_after(0.2)) as (server, url):
+        transport = HTTP1Transport()
+        assert await read_events_then_hand_off(transport, url, within=5) < 0.1  # no waiting for it
+        await asyncio.sleep(0.4)  # the end arrives meanwhile
+        assert await read_events_then_hand_off(transport, url, within=5) < 0.1
+        await transport.aclose()
+    assert server.connections == 1
+
+
+async def test_a_body_whose_end_does_not_come_in_time_closes_its_connection() -> None:
+    async with peer(tail_after(1.0)) as (server, url):
+        transport = HTTP1Transport()
+        await read_events_then_hand_off(transport, url, within=0.1)
+        await asyncio.wait_for(server.closed_by_client.wait(), 5)  # given up on: closed
+        await transport.aclose()
 
 
 async def test_an_idle_connection_the_server_closed_is_not_reused() -> None:
@@ -367,3 +410,55 @@ def test_a_pool_survives_a_new_event_loop() -> None:
     transport = HTTP1Transport()
     assert asyncio.run(both(transport)) == (200, SSE)
     assert asyncio.run(both(transport)) == (200, SSE)  # connections of the old loop are dropped
+
+
+def bot_answer(*texts: str, ends: bool = True, ended: asyncio.Event | None = None) -> Answer:
+    """A bot-protocol answer: the texts as events, then done (or, if not ``ends``, text forever).
+    The body's end comes 0.3 s after done; ``ended`` is set once it has been sent."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        def chunk(event: bytes) -> bytes:
+            return b"%x\r\n%b\r\n" % (len(event), event)
+
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        for text in texts:
+            writer.write(chunk(b'event: text\ndata: {"text": "%b"}\n\n' % text.encode()))
+        if ends:
+            writer.write(chunk(b"event: done\ndata: {}\n\n"))
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            writer.write(b"0\r\n\r\n")
+            if ended is not None:
+                ended.set()
+            return
+        while True:
+            writer.write(chunk(b'event: text\ndata: {"text": "more "}\n\n'))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+
+    return answer
+
+
+async def test_the_app_reuses_a_connection_after_done_and_closes_it_after_a_cut() -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    ended = asyncio.Event()
+    async with peer(bot_answer("Hello", " there", ended=ended)) as (server, url):
+        app = create_app(Settings.from_mapping({"POE_BASE_URL": url}))
+        async with asgi_client(app) as sdk:
+            for _ in range(3):
+                ended.clear()
+                answer = await sdk.chat.completions.create(model="bot", messages=messages)
+                assert answer.choices[0].message.content == "Hello there"
+                assert not ended.is_set()  # answered without waiting for the body's end
+                await asyncio.wait_for(ended.wait(), 5)
+                await asyncio.sleep(0.05)  # the end arrives: the connection goes back to the pool
+    assert server.connections == 1  # one connection, kept alive across the three calls
+
+    async with peer(bot_answer("one STOP two", ends=False)) as (server, url):
+        app = create_app(Settings.from_mapping({"POE_BASE_URL": url}))
+        async with asgi_client(app) as sdk:
+            answer = await sdk.chat.completions.create(model="bot", messages=messages, stop="STOP")
+            assert (answer.choices[0].message.content, answer.choices[0].finish_reason) == ("one ", "stop")
+            await asyncio.wait_for(server.closed_by_client.wait(), 5)  # the bot is told to stop

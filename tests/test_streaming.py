@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import time
 import uuid
 
 import httpx
+import pytest
 
 from tests.peers.bots import GATES, POE_KEY
 
@@ -64,7 +67,10 @@ def test_client_disconnect_cancels_the_upstream_call(proxy_url: str) -> None:
     assert not release.is_set()
 
 
-def test_client_disconnect_cancels_non_streaming_calls_too(proxy_url: str) -> None:
+def test_client_disconnect_cancels_non_streaming_calls_too(
+    proxy_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="poe_openai_proxy")
     token = uuid.uuid4().hex
     _, cancelled = GATES.open(token)
     headers = {"Authorization": f"Bearer {POE_KEY}"}
@@ -76,6 +82,12 @@ def test_client_disconnect_cancels_non_streaming_calls_too(proxy_url: str) -> No
             timeout=0.5,
         )
     assert cancelled.wait(WAIT), "the bot's call was not cancelled after the client left"
+    # Logged as a client that left (nginx's 499), not as a failure of the proxy.
+    deadline = time.monotonic() + WAIT
+    while not any('"status":499' in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any('"status":499' in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_client_leaving_before_the_first_token_cancels_the_call(proxy_url: str) -> None:

@@ -105,7 +105,7 @@ class EdgeMiddleware:
                 log.info(json.dumps(record, separators=(",", ":")))
 
 
-# The log record of the request being served; set by the app's log middleware. Tasks started
+# The log record of the request being served; set by EdgeMiddleware. Tasks started
 # for the request (n > 1, streaming) inherit it, and all write into the same dict.
 request_log: ContextVar[dict[str, Any] | None] = ContextVar("poe_proxy_request_log", default=None)
 

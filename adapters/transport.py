@@ -1,10 +1,11 @@
 """The proxy's upstream sockets: httpx's transport interface over asyncio and httptools.
 
 Why not httpx's default transport (httpcore on anyio), nor aiohttp's client under it: measured on
-one core under the bench's load, httpcore spent most of each call in its pool and anyio layers;
-aiohttp's client cost ~90 us of CPU per call more than this module, which does only what a
-keep-alive HTTP/1.1 call needs (docs/benchmarks.md has the figures). Parsing is httptools' (the C
-parser uvicorn serves with), so framing - chunked or sized bodies, malformed input - is not ours.
+one core, 32 calls at a time (``bench/transports.py``, figures in docs/benchmarks.md), a call cost
+~600 us of CPU through httpcore, ~57 through an aiohttp ClientSession, ~33 through this module
+with httpx's Request and Response around it, and ~21 as bare bytes on a socket. This module does
+only what a keep-alive HTTP/1.1 call needs. Parsing is httptools' (the C parser uvicorn serves
+with), so framing - chunked or sized bodies, malformed input - is not ours.
 
 What it does: one pool of idle keep-alive connections per origin and event loop; TLS with httpx's
 own certificate settings; timeouts from the request's ``timeout`` extension, as ``AsyncClient``
@@ -41,7 +42,7 @@ class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection: write a request, then take its response apart as it arrives."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop  # the loop it belongs to
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -156,7 +157,7 @@ class _Connection(asyncio.Protocol):
             then()
             return
         self._then = then
-        self._give_up = self._loop.call_later(within, self.close)
+        self._give_up = self.loop.call_later(within, self.close)
 
     @property
     def reusable(self) -> bool:
@@ -202,8 +203,8 @@ class _Connection(asyncio.Protocol):
             raise self._error
         if self.lost:
             raise httpx.RemoteProtocolError("The connection to the server is closed.")
-        waiter = self._waiter = self._loop.create_future()
-        timer = None if max_wait is None else self._loop.call_later(max_wait, self._time_out, waiter)
+        waiter = self._waiter = self.loop.create_future()
+        timer = None if max_wait is None else self.loop.call_later(max_wait, self._time_out, waiter)
         try:
             await waiter
         finally:
@@ -276,6 +277,8 @@ class HTTP1Transport(httpx.AsyncBaseTransport):
     """Keep-alive HTTP/1.1 calls under httpx's transport interface (see the module docstring)."""
 
     def __init__(self, *, keepalive_seconds: float = 15.0) -> None:
+        """``keepalive_seconds``: how long an idle connection is trusted (servers drop theirs,
+        typically after a minute or more; one this old is closed rather than reused)."""
         self._keepalive_seconds = keepalive_seconds
         self._idle: dict[Origin, list[_Connection]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -338,7 +341,7 @@ class HTTP1Transport(httpx.AsyncBaseTransport):
     def release(self, origin: Origin, connection: _Connection) -> None:
         """A response is finished with: keep its connection for the next call, or close it."""
         idle = self._idle.setdefault(origin, [])
-        if connection.reusable and len(idle) < MAX_IDLE_PER_ORIGIN and self._loop is not None:
+        if connection.reusable and len(idle) < MAX_IDLE_PER_ORIGIN and connection.loop is self._loop:
             connection.idle_since = time.monotonic()
             idle.append(connection)
         else:

@@ -301,6 +301,16 @@ def main() -> None:
                 figures["rss_mb_after_load"] = tree_rss_mb(process.pid)
             results["targets"][name] = figures
         results["ablations"] = ablations(upstream)
+        print("-- upstream clients", file=sys.stderr, flush=True)
+        clients = subprocess.run(
+            pinned(SERVER_CORE, [PYTHON, "-m", "bench.transports", upstream]),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+            cwd=ROOT,
+        )
+        results["upstream_clients_us_per_call"] = json.loads(clients.stdout)
         results["import_ms"] = {
             m: import_ms(m) for m in ("adapters.aws_lambda", "adapters.vercel", "adapters.app")
         }
@@ -389,6 +399,17 @@ def report(results: dict[str, Any]) -> str:
             "logs), disconnect handling - and the third row shows httpx used the ordinary way costs more",
             "than all of ours together.",
         ]
+    clients = results.get("upstream_clients_us_per_call")
+    if clients:
+        lines += [
+            "",
+            "Upstream clients, CPU per call on one core, 32 at a time, the fake's bot protocol read to",
+            "the end (`bench/transports.py`; what chose `adapters/transport.py`):",
+            "",
+            "| client | us of CPU per call |",
+            "|---|---|",
+        ]
+        lines += [f"| {name} | {us:.1f} |" for name, us in clients.items()]
     lines += ["", "Targets (issue 6), from this run:", ""]
     lines += [f"* {text}: {'met' if ok else 'NOT met'}" for text, ok in targets_met(results)]
     imports = results.get("import_ms", {})

@@ -39,7 +39,8 @@ class ServerSentEvent(NamedTuple):
 class SSEDecoder:
     """Incremental ``text/event-stream`` parser: ``feed(bytes) -> events``, then ``close()``.
 
-    Each byte is looked at once: only the unterminated last line is carried to the next feed.
+    Only the unterminated last line is carried to the next feed, so nothing is parsed twice;
+    whole ``event:``/``data:`` blocks, the usual shape, are matched by a regular expression.
     """
 
     def __init__(self, *, max_line: int = DEFAULT_MAX_LINE) -> None:

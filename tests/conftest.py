@@ -54,6 +54,7 @@ class AppTransport(httpx.ASGITransport):
 
     async def aclose(self) -> None:
         await self.app.state.proxy.upstream.aclose()
+        await super().aclose()
 
 
 def asgi_client(app: Any, *, api_key: str = POE_KEY, **options: Any) -> openai.AsyncOpenAI:

@@ -3,7 +3,7 @@ uvloop, in its own process (the runner pins it). It is lean on purpose: every mi
 spends is one the core it shares with the fake upstream cannot spend, and the runner checks its
 headroom by driving the fake upstream directly.
 
-Usage: python bench/load.py '<json spec>'; prints a JSON result. Specs:
+Usage: python -m bench.load '<json spec>'; prints a JSON result. Specs:
   {"kind": "latency", "url": ..., "model": ..., "n": 200}             non-stream, one at a time
   {"kind": "throughput", "url": ..., "model": ..., "c": 32, "seconds": 5}
   {"kind": "stream", "url": ..., "model": ..., "c": 1, "n": 50}        time to first byte and total
@@ -20,8 +20,9 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import httptools
 import uvloop
+
+from bench.rawhttp import Connection
 
 AUTH = b"Bearer sk-bench-000000000000000000000000"
 DEADLINE = 120.0  # no run lasts longer, whatever happens
@@ -38,45 +39,20 @@ def request_bytes(url: str, model: str, stream: bool) -> bytes:
     ) % (parts.path.encode(), parts.netloc.encode(), AUTH, len(body), body)
 
 
-class Connection(asyncio.Protocol):
-    """One keep-alive connection that makes one call at a time and times it."""
+async def timed_call(connection: Connection, raw: bytes) -> tuple[float, float]:
+    """(time to the first body byte, total) in seconds; raises on a non-200 answer."""
+    first = 0.0
 
-    def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.done: asyncio.Future[None] | None = None
-        self.first = 0.0
+    def on_chunk(_: bytes) -> None:
+        nonlocal first
+        first = first or time.perf_counter()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.parser.feed_data(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.done is not None and not self.done.done():
-            self.done.set_exception(ConnectionError("the server closed the connection"))
-
-    def on_body(self, body: bytes) -> None:
-        if not self.first:
-            self.first = time.perf_counter()
-
-    def on_message_complete(self) -> None:
-        if self.done is not None and not self.done.done():
-            self.done.set_result(None)
-
-    async def call(self, raw: bytes) -> tuple[float, float]:
-        """(time to the first body byte, total) in seconds; raises on a non-200 answer."""
-        assert self.transport is not None
-        self.done = asyncio.get_running_loop().create_future()
-        self.first = 0.0
-        started = time.perf_counter()
-        self.transport.write(raw)
-        await self.done
-        finished = time.perf_counter()
-        if self.parser.get_status_code() != 200:
-            raise RuntimeError(f"status {self.parser.get_status_code()}")
-        return (self.first or finished) - started, finished - started
+    started = time.perf_counter()
+    status = await connection.call(raw, on_chunk)
+    finished = time.perf_counter()
+    if status != 200:
+        raise RuntimeError(f"status {status}")
+    return (first or finished) - started, finished - started
 
 
 async def connect(url: str) -> Connection:
@@ -98,8 +74,10 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         raw = request_bytes(url, model, stream=False)
         connection = await connect(url)
         for _ in range(20):
-            await connection.call(raw)
-        totals = [(await connection.call(raw))[1] for _ in range(spec["n"]) if time.perf_counter() < stop_at]
+            await timed_call(connection, raw)
+        totals = [
+            (await timed_call(connection, raw))[1] for _ in range(spec["n"]) if time.perf_counter() < stop_at
+        ]
         return {
             "p50_ms": 1000 * quantile(totals, 0.5),
             "p99_ms": 1000 * quantile(totals, 0.99),
@@ -115,7 +93,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             connection = await connect(url)
             while time.perf_counter() < end:
                 try:
-                    await connection.call(raw)
+                    await timed_call(connection, raw)
                     count += 1
                 except (RuntimeError, ConnectionError):
                     errors += 1
@@ -134,10 +112,10 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     async def streamer() -> None:
         connection = await connect(url)
         for _ in range(2):  # warm-up calls, not counted
-            await connection.call(raw)
+            await timed_call(connection, raw)
         for _ in range(per_worker):
             if time.perf_counter() < stop_at:
-                results.append(await connection.call(raw))
+                results.append(await timed_call(connection, raw))
 
     await asyncio.gather(*(streamer() for _ in range(spec["c"])))
     firsts = [r[0] for r in results]

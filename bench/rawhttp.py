@@ -1,6 +1,6 @@
-"""The floor for an upstream call: request bytes written to a bare asyncio connection, the
-response taken apart by httptools. No pool logic, timeouts or error paths: for the bench's
-ablation and transport comparisons only."""
+"""The least an HTTP/1.1 call can be: request bytes written to a bare asyncio connection, the
+response taken apart by httptools. No pool logic, timeouts or error paths: for the bench only
+(the load generator, and the floor in the ablation and transport comparisons)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(ConnectionError("the server closed the connection"))
+
     def on_body(self, body: bytes) -> None:
         self.on_chunk(body)
 
@@ -33,6 +37,7 @@ class Connection(asyncio.Protocol):
         self.done.set_result(self.parser.get_status_code())
 
     async def call(self, raw: bytes, on_chunk: Any) -> int:
+        """Send ``raw``; ``on_chunk(bytes)`` for each piece of the body; the status at its end."""
         assert self.transport is not None
         self.on_chunk, self.done = on_chunk, asyncio.get_running_loop().create_future()
         self.transport.write(raw)

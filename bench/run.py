@@ -100,11 +100,12 @@ def server(
 
 def load(spec: dict[str, Any]) -> dict[str, Any]:
     done = subprocess.run(
-        pinned(LOAD_CORE, [PYTHON, str(BENCH / "load.py"), json.dumps(spec)]),
+        pinned(LOAD_CORE, [PYTHON, "-m", "bench.load", json.dumps(spec)]),
         capture_output=True,
         text=True,
         timeout=180,
         check=True,
+        cwd=ROOT,
     )
     return dict(json.loads(done.stdout))
 

@@ -61,16 +61,11 @@ from .http import (
     cancel_on_disconnect,
     error_response,
     log,
+    new_token,
     note,
     read_body,
 )
 from .upstream import PoeUpstream
-
-
-def new_token() -> str:
-    """32 random lowercase hex digits, for ids (uuid4().hex, without building a UUID)."""
-    return os.urandom(16).hex()
-
 
 ChunkShaper = Callable[[dict[str, Any]], dict[str, Any] | None]
 

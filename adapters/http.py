@@ -22,6 +22,11 @@ T = TypeVar("T")
 log = logging.getLogger("poe_openai_proxy")
 
 
+def new_token() -> str:
+    """32 random lowercase hex digits, for ids (uuid4().hex, without building a UUID)."""
+    return os.urandom(16).hex()
+
+
 class Endpoint:
     """A route's ASGI app from a ``handler(request) -> response``: the request in, its response out.
 
@@ -75,7 +80,7 @@ class EdgeMiddleware:
             await send({"type": "http.response.start", "status": 204, "headers": _CORS_RAW})
             await send({"type": "http.response.body", "body": b""})
             return
-        request_id = f"req_{os.urandom(16).hex()}"
+        request_id = f"req_{new_token()}"
         record: dict[str, Any] = {"request_id": request_id, "method": scope["method"], "path": scope["path"]}
         token = request_log.set(record)
         started = time.perf_counter()

@@ -5,7 +5,9 @@ Layout on this 2-core machine: each server under test is pinned to core 0 (a ser
 has about one core); the fake upstream and the load generator share core 1. "direct" is the load
 generator talking to the fake upstream itself: the floor, and the check that core 1 is not what
 limits the others (its rate, on both upstream paths, is reported as headroom). Ours is started
-with ``make serve``, exactly as a user starts it.
+with ``make serve``, exactly as a user starts it. Then, where ours spends its time: ours with
+layers taken away (``bench/ablations.py``) and the upstream clients side by side
+(``bench/transports.py``).
 """
 
 from __future__ import annotations

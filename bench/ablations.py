@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from adapters.app import create_app
-from adapters.http import EdgeMiddleware, Endpoint
+from adapters.http import EdgeMiddleware, Endpoint, new_token
 from adapters.transport import HTTP1Transport
 from bench.rawhttp import Connection
 from core.exchange import Exchange, Reply, start
@@ -59,7 +59,7 @@ def exchange_app(settings: Settings, call_upstream: Any) -> Any:
             headers,
             await read_body(receive),
             settings,
-            new_token=lambda: os.urandom(16).hex(),
+            new_token=new_token,
             now=time.time(),
         )
         if isinstance(started, Exchange):

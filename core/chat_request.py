@@ -1,24 +1,19 @@
-"""OpenAI chat requests: validate once into ``ChatRequest``, then convert for either backend.
+"""OpenAI chat requests, validated once into an immutable ``ChatRequest``.
 
-``parse_chat_request`` is the only place that looks at the client's JSON. Everything after it
-works on the normalised, immutable ``ChatRequest``:
-
-* ``poe_query`` builds the body of a Poe bot-protocol ``query`` request (the shape of
-  ``fastapi_poe.types.QueryRequest``);
-* ``openai_compat_body`` builds the body for Poe's OpenAI-compatible ``/v1/chat/completions``.
+``parse_chat_request`` is the only place that looks at the client's chat JSON (media parts are
+read by ``core.media``). What is sent upstream is built from the ``ChatRequest`` by
+``core.chat_upstream``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import InvalidRequestError
+from .media import MediaPart, parse_media_part
 from .models import resolve_bot_name
 from .settings import Settings
 from .sse import dumps
@@ -34,12 +29,10 @@ from .validate import (
     type_error,
 )
 
-PROTOCOL_VERSION = "1.2"
 MAX_STOP_SEQUENCES = 16
 MAX_TOOLS = 128
 
 Role = Literal["system", "user", "assistant", "tool"]
-MediaKind = Literal["image", "audio", "file"]
 
 _ROLE_ALIASES: Mapping[str, Role] = {
     "system": "system",
@@ -49,26 +42,7 @@ _ROLE_ALIASES: Mapping[str, Role] = {
     "tool": "tool",
     "function": "tool",
 }
-_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^,;]*)*),(?P<data>.*)$", re.S)
-_AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac", "ogg": "audio/ogg"}
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-@dataclass(frozen=True, slots=True)
-class MediaPart:
-    """An image, audio clip or file from a message's content parts.
-
-    Exactly one of ``url`` (an http(s) URL Poe can fetch itself) and ``data`` (inline bytes
-    that must be uploaded to Poe first) is set.
-    """
-
-    kind: MediaKind
-    mime_type: str
-    name: str
-    param: str
-    url: str | None = None
-    data: bytes | None = None
-    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +236,7 @@ def _parse_content(
                     param=f"{part_param}.type",
                     code="invalid_value",
                 )
-            media.append(_parse_media(part, kind, part_param, max_media_bytes))
+            media.append(parse_media_part(part, kind, part_param, max_media_bytes))
         else:
             raise InvalidRequestError(
                 f"Invalid value for '{part_param}.type': {kind!r} is not one of "
@@ -271,146 +245,6 @@ def _parse_content(
                 code="invalid_value",
             )
     return "\n\n".join(texts), tuple(media)
-
-
-def _parse_media(part: dict[str, Any], kind: str, param: str, max_bytes: int | None) -> MediaPart:
-    if kind == "image_url":
-        spec = part.get("image_url")
-        if isinstance(spec, str):  # some clients send the bare URL
-            spec = {"url": spec}
-        if not isinstance(spec, dict):
-            raise type_error(f"{param}.image_url", "an object", spec)
-        url = required_str(spec, "url", param=f"{param}.image_url.url")
-        detail = opt_str(spec, "detail", param=f"{param}.image_url.detail")
-        if detail is not None and detail not in ("auto", "low", "high"):
-            raise InvalidRequestError(
-                f"Invalid value for '{param}.image_url.detail': {detail!r}.",
-                param=f"{param}.image_url.detail",
-                code="invalid_value",
-            )
-        return _media_from_url(url, "image", f"{param}.image_url.url", max_bytes, name="image", detail=detail)
-    if kind == "input_audio":
-        spec = opt_object(part, "input_audio", param=f"{param}.input_audio") or {}
-        data = required_str(spec, "data", param=f"{param}.input_audio.data")
-        fmt = required_str(spec, "format", param=f"{param}.input_audio.format")
-        if fmt not in _AUDIO_MIME:
-            raise InvalidRequestError(
-                f"Invalid value for '{param}.input_audio.format': {fmt!r} is not one of "
-                + ", ".join(repr(f) for f in _AUDIO_MIME)
-                + ".",
-                param=f"{param}.input_audio.format",
-                code="invalid_value",
-            )
-        raw = _decode_base64(data, f"{param}.input_audio.data", max_bytes)
-        return MediaPart(
-            kind="audio",
-            mime_type=_AUDIO_MIME[fmt],
-            name=f"audio.{fmt}",
-            param=f"{param}.input_audio",
-            data=raw,
-        )
-    spec = opt_object(part, "file", param=f"{param}.file") or {}
-    filename = opt_str(spec, "filename", param=f"{param}.file.filename") or "file"
-    file_data = opt_str(spec, "file_data", param=f"{param}.file.file_data")
-    if file_data is None:
-        if opt_str(spec, "file_id", param=f"{param}.file.file_id") is not None:
-            raise InvalidRequestError(
-                "Uploaded file ids are not supported by this proxy; send 'file_data' instead.",
-                param=f"{param}.file.file_id",
-                code="unsupported_parameter",
-            )
-        raise missing_parameter(f"{param}.file.file_data")
-    if file_data.startswith("data:"):
-        return _media_from_url(file_data, "file", f"{param}.file.file_data", max_bytes, name=filename)
-    raw = _decode_base64(file_data, f"{param}.file.file_data", max_bytes)
-    return MediaPart(
-        kind="file", mime_type=_guess_mime(filename), name=filename, param=f"{param}.file", data=raw
-    )
-
-
-def _media_from_url(
-    url: str,
-    kind: MediaKind,
-    param: str,
-    max_bytes: int | None,
-    *,
-    name: str,
-    detail: str | None = None,
-) -> MediaPart:
-    if url.startswith("data:"):
-        match = _DATA_URL.match(url)
-        if match is None or ";base64" not in match.group("params"):
-            raise InvalidRequestError(
-                f"Invalid data URL in '{param}': expected data:<mime type>;base64,<data>.",
-                param=param,
-                code="invalid_data_url",
-            )
-        mime = match.group("mime") or "application/octet-stream"
-        if kind == "image" and not mime.startswith("image/"):
-            raise InvalidRequestError(
-                f"Unsupported image type {mime!r} in '{param}'.",
-                param=param,
-                code="invalid_image_format",
-            )
-        raw = _decode_base64(match.group("data"), param, max_bytes)
-        extension = mime.split("/", 1)[1].split("+")[0]
-        filename = name if "." in name else f"{name}.{extension}"
-        return MediaPart(kind=kind, mime_type=mime, name=filename, param=param, data=raw, detail=detail)
-    if url.startswith(("https://", "http://")):
-        filename = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or name
-        return MediaPart(
-            kind=kind,
-            mime_type=_guess_mime(filename, kind),
-            name=filename,
-            param=param,
-            url=url,
-            detail=detail,
-        )
-    raise InvalidRequestError(
-        f"Invalid URL in '{param}': expected an http(s) URL or a base64 data URL.",
-        param=param,
-        code="invalid_url",
-    )
-
-
-def _decode_base64(data: str, param: str, max_bytes: int | None) -> bytes:
-    if max_bytes is not None and len(data) * 3 // 4 > max_bytes:
-        raise InvalidRequestError(
-            f"The data in '{param}' is larger than the limit of {max_bytes} bytes.",
-            param=param,
-            code="file_too_large",
-        )
-    try:
-        raw = base64.b64decode("".join(data.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequestError(
-            f"'{param}' is not valid base64.", param=param, code="invalid_base64"
-        ) from None
-    if not raw:
-        raise InvalidRequestError(f"'{param}' is empty.", param=param, code="invalid_base64")
-    return raw
-
-
-_MIME_BY_EXTENSION = {
-    "png": "image/png",
-    "jpg": "image/jpeg",
-    "jpeg": "image/jpeg",
-    "gif": "image/gif",
-    "webp": "image/webp",
-    "pdf": "application/pdf",
-    "txt": "text/plain",
-    "md": "text/markdown",
-    "csv": "text/csv",
-    "json": "application/json",
-    "mp3": "audio/mpeg",
-    "wav": "audio/wav",
-}
-
-
-def _guess_mime(filename: str, kind: MediaKind = "file") -> str:
-    extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
-    fallback = "image/jpeg" if kind == "image" else "application/octet-stream"
-    return _MIME_BY_EXTENSION.get(extension, fallback)
 
 
 def _parse_tool_calls(raw: dict[str, Any], param: str) -> tuple[dict[str, Any], ...]:
@@ -577,233 +411,3 @@ def _parse_parameters(body: Mapping[str, Any]) -> dict[str, Any]:
     if effort is not None:
         parameters.setdefault("reasoning_effort", effort)
     return parameters
-
-
-# ---------------------------------------------------------------------------------------------
-# Conversion: Poe bot protocol
-
-
-@dataclass(frozen=True, slots=True)
-class QueryIds:
-    """Poe identifiers for one upstream call (``^[a-z]{1,3}-[a-z0-9=]{32}$``)."""
-
-    conversation_id: str
-    message_id: str
-    user_id: str
-
-    @classmethod
-    def from_hex(cls, token: str, user: str | None) -> QueryIds:
-        """``token`` is 32 lowercase hex characters (e.g. ``uuid4().hex``)."""
-        user_hash = hashlib.sha256((user or "anonymous").encode()).hexdigest()[:32]
-        return cls(conversation_id=f"c-{token}", message_id=f"m-{token}", user_id=f"u-{user_hash}")
-
-
-def json_instruction(request: ChatRequest) -> str | None:
-    """The instruction that asks a bot for JSON when ``response_format`` wants it."""
-    if request.json_mode == "json_object":
-        return "Respond with a single valid JSON object and nothing else: no prose, no code fences."
-    if request.json_mode == "json_schema":
-        schema = request.json_schema or {}
-        return (
-            "Respond with a single JSON value that validates against this JSON Schema, and nothing "
-            f"else: no prose, no code fences.\nJSON Schema: {dumps(schema)}"
-        )
-    return None
-
-
-def tool_choice_instruction(request: ChatRequest) -> str | None:
-    """What the bot protocol cannot say natively about ``tool_choice``, said as an instruction."""
-    if not request.tools_enabled:
-        return None
-    if request.tool_choice == "required":
-        return "You must call at least one of the provided tools in this response."
-    if isinstance(request.tool_choice, dict):
-        return f"You must call the tool named {request.tool_choice['function']['name']!r} in this response."
-    return None
-
-
-def _system_additions(request: ChatRequest) -> list[str]:
-    return [text for text in (json_instruction(request), tool_choice_instruction(request)) if text]
-
-
-def poe_query(
-    request: ChatRequest,
-    ids: QueryIds,
-    attachments: Mapping[tuple[int, int], dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """The body of a Poe bot-protocol ``query`` request (``fastapi_poe.types.QueryRequest``).
-
-    ``attachments`` maps ``(message index, part index)`` to a Poe ``Attachment`` dict for
-    media that had to be uploaded first; media with an http(s) URL are attached by URL.
-    """
-    attachments = attachments or {}
-    messages = list(request.messages)
-    tool_calls: list[dict[str, Any]] | None = None
-    tool_results: list[dict[str, Any]] | None = None
-
-    # A trailing tool round (assistant tool_calls, then their results) is what the bot acts on
-    # now: Poe takes it as top-level tool_calls/tool_results. Earlier rounds stay in the history.
-    trailing = _trailing_tool_round(messages)
-    if trailing is not None and request.tools:
-        start = trailing
-        call_message = messages[start]
-        names = {c["id"]: c["function"]["name"] for c in call_message.tool_calls}
-        tool_calls = [dict(c) for c in call_message.tool_calls]
-        tool_results = [
-            {
-                "role": "tool",
-                "name": names.get(m.tool_call_id or "", ""),
-                "tool_call_id": m.tool_call_id or "",
-                "content": m.content,
-            }
-            for m in messages[start + 1 :]
-        ]
-        messages = messages[:start]
-
-    query = []
-    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
-    names_by_id = {c["id"]: c["function"]["name"] for m in messages for c in m.tool_calls}
-    for index, message in enumerate(messages):
-        query.append(
-            _protocol_message(
-                message,
-                index,
-                attachments,
-                names_by_id,
-                parameters=request.parameters if index == last_user else None,
-            )
-        )
-
-    additions = _system_additions(request)
-    if additions:
-        text = "\n\n".join(additions)
-        if query and query[0]["role"] == "system":
-            query[0]["content"] = f"{query[0]['content']}\n\n{text}" if query[0]["content"] else text
-        else:
-            query.insert(0, _text_message("system", text))
-
-    body: dict[str, Any] = {
-        "version": PROTOCOL_VERSION,
-        "type": "query",
-        "query": query,
-        "user_id": ids.user_id,
-        "conversation_id": ids.conversation_id,
-        "message_id": ids.message_id,
-        "metadata": "",
-        "temperature": request.temperature,
-        "skip_system_prompt": False,
-        "logit_bias": dict(request.logit_bias or {}),
-        "stop_sequences": list(request.stop),
-        "language_code": "en",
-        "bot_query_id": "",
-        "users": [],
-    }
-    if request.tools_enabled:
-        body["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    k: v for k, v in t["function"].items() if k in ("name", "description", "parameters")
-                },
-            }
-            for t in request.tools
-        ]
-        if tool_calls is not None:
-            body["tool_calls"] = tool_calls
-            body["tool_results"] = tool_results
-    return body
-
-
-def _trailing_tool_round(messages: Sequence[ChatMessage]) -> int | None:
-    """Index of the assistant message whose tool calls the trailing tool messages answer."""
-    index = len(messages)
-    while index > 0 and messages[index - 1].role == "tool":
-        index -= 1
-    if index == len(messages) or index == 0:
-        return None
-    candidate = messages[index - 1]
-    if candidate.role == "assistant" and candidate.tool_calls:
-        return index - 1
-    return None
-
-
-def _text_message(role: str, content: str) -> dict[str, Any]:
-    return {
-        "role": role,
-        "content": content,
-        "content_type": "text/markdown",
-        "attachments": [],
-        "parameters": {},
-    }
-
-
-def _protocol_message(
-    message: ChatMessage,
-    index: int,
-    uploaded: Mapping[tuple[int, int], dict[str, Any]],
-    tool_names: Mapping[str, str],
-    *,
-    parameters: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    if message.role == "assistant":
-        result = _text_message("bot", message.content)
-        if message.tool_calls:
-            # An earlier tool round, kept in the history so the bot sees what it did.
-            result["message_type"] = "function_call"
-            result["content"] = message.content or dumps(list(message.tool_calls))
-            result["metadata"] = dumps({"tool_calls": list(message.tool_calls)})
-    elif message.role == "tool":
-        result = _text_message("tool", message.content)
-        result["metadata"] = dumps(
-            {
-                "tool_call_id": message.tool_call_id,
-                "name": tool_names.get(message.tool_call_id or "", ""),
-            }
-        )
-    else:
-        result = _text_message(message.role, message.content)
-    if message.name:
-        result["sender"] = {"name": message.name}
-    attachments = []
-    for part_index, part in enumerate(message.media):
-        attachment = uploaded.get((index, part_index))
-        if attachment is None and part.url is not None:
-            attachment = {"url": part.url, "content_type": part.mime_type, "name": part.name}
-        if attachment is None:
-            raise ValueError(f"media part {part.param} was not uploaded")  # a caller bug, not a client's
-        attachments.append(attachment)
-    result["attachments"] = attachments
-    if parameters:
-        result["parameters"] = dict(parameters)
-    return result
-
-
-# ---------------------------------------------------------------------------------------------
-# Conversion: Poe's OpenAI-compatible API
-
-# Fields the proxy implements itself, or that only mean something between client and proxy.
-_PROXY_FIELDS = frozenset({"n", "stream", "stream_options", "parameters", "model"})
-
-
-def openai_compat_body(request: ChatRequest) -> dict[str, Any]:
-    """The body for Poe's ``/v1/chat/completions``: the client's own, minus what we emulate.
-
-    Always streamed upstream with usage, so one code path serves both kinds of client call;
-    ``n`` is emulated by parallel calls, so each call asks for one choice.
-    """
-    body = {k: v for k, v in request.raw.items() if k not in _PROXY_FIELDS}
-    body["model"] = request.bot
-    body["stream"] = True
-    body["stream_options"] = {"include_usage": True}
-    for legacy in ("functions", "function_call", "tools", "tool_choice"):
-        body.pop(legacy, None)
-    if request.tools_enabled:  # validated and normalised: description filled, legacy functions as tools
-        body["tools"] = [dict(t) for t in request.tools]
-        if request.tool_choice is not None:
-            body["tool_choice"] = request.tool_choice
-    for key, value in request.parameters.items():  # extra_body fields travel at the top level
-        body.setdefault(key, value)
-    instruction = json_instruction(request)
-    if instruction:  # Poe's chat API does not enforce response_format (README): ask as well
-        body["messages"] = [{"role": "system", "content": instruction}, *body.get("messages", [])]
-    return body

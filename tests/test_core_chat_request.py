@@ -8,7 +8,8 @@ from typing import Any
 import fastapi_poe as fp
 import pytest
 
-from core.chat_request import QueryIds, openai_compat_body, parse_chat_request, poe_query
+from core.chat_request import parse_chat_request
+from core.chat_upstream import QueryIds, openai_compat_body, poe_query
 from core.errors import InvalidRequestError
 from core.settings import Settings
 

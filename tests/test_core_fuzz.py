@@ -8,8 +8,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.chat_request import QueryIds, openai_compat_body, parse_chat_request, poe_query
+from core.chat_request import parse_chat_request
 from core.chat_stream import CompletionMeta, OpenAIStreamToChatChunks, PoeStreamToChatChunks
+from core.chat_upstream import QueryIds, openai_compat_body, poe_query
 from core.completions import parse_completion_request
 from core.embeddings import parse_embeddings_request
 from core.errors import OpenAIError

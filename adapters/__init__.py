@@ -1,7 +1,9 @@
-"""Everything that does I/O around ``core``.
+"""The hosts: the I/O around ``core.exchange``, and nothing it could decide itself.
 
-* ``app``: the one Starlette ASGI app (routes, auth, CORS, streaming); uvicorn serves it.
-* ``upstream``: the one httpx client that talks to Poe.
-* one thin entry point per platform (AWS Lambda, Vercel, Netlify), each over the same app
-  or, where no Python runtime exists, over ``core`` directly.
+* ``driver``: the asyncio driver loop, written against a small client/upstream interface;
+* ``app``: the ASGI app (uvicorn, Vercel, Lambda) on that driver, with ``upstream`` and
+  ``transport`` for httpx over a keep-alive HTTP/1.1 pool;
+* ``web.mts`` and ``pyodide_bridge``: the web-standard driver, core in Pyodide, ``fetch`` for
+  the calls (Netlify);
+* one thin entry point per platform (``vercel``, ``aws_lambda``, ``lambda_web_adapter.sh``).
 """

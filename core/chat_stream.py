@@ -27,7 +27,7 @@ from .errors import (
     UpstreamUnavailableError,
     summarize_upstream_text,
 )
-from .sse import ServerSentEvent, SSEDecoder, json_value
+from .sse import DONE_EVENT, ServerSentEvent, SSEDecoder, encode_json_event, json_value
 from .structured import CodeFenceStripper
 from .text import TextGate
 from .usage import estimate_tokens, max_chars_for_tokens, usage_dict
@@ -73,6 +73,30 @@ def usage_chunk(meta: CompletionMeta, usage: Mapping[str, Any]) -> dict[str, Any
         "choices": [],
         "usage": dict(usage),
     }
+
+
+class ChatWire:
+    """Chat chunks as ``data:`` events, the usage chunk if asked for, then ``[DONE]``; a failure
+    after the stream began is one error event and no ``[DONE]`` (the OpenAI SDK raises it)."""
+
+    def __init__(self, meta: CompletionMeta) -> None:
+        self.meta = meta
+
+    def head(self) -> bytes:
+        return b""
+
+    def chunks(self, chunks: list[dict[str, Any]]) -> bytes:
+        if len(chunks) == 1:
+            return encode_json_event(chunks[0])
+        return b"".join(map(encode_json_event, chunks))
+
+    def tail(self, usage: dict[str, Any]) -> bytes:
+        if not self.meta.include_usage:
+            return DONE_EVENT
+        return encode_json_event(usage_chunk(self.meta, usage)) + DONE_EVENT
+
+    def error(self, error: OpenAIError) -> bytes:
+        return encode_json_event(error.to_dict())
 
 
 def error_from_poe_error_event(data: Mapping[str, Any]) -> OpenAIError:

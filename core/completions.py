@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .chat_request import ChatRequest, parse_chat_request
-from .chat_stream import CompletionMeta
+from .chat_stream import ChatWire, CompletionMeta
 from .errors import InvalidRequestError
 from .settings import Settings
+from .sse import DONE_EVENT, encode_json_event
 from .usage import estimate_prompt_tokens
 from .validate import missing_parameter, opt_bool, opt_int, opt_str, type_error
 
@@ -163,6 +164,28 @@ def completion_usage_chunk(meta: CompletionMeta, usage: Mapping[str, Any]) -> di
         "choices": [],
         "usage": dict(usage),
     }
+
+
+class CompletionWire(ChatWire):
+    """Legacy completions stream as ``text_completion`` chunks: the prompts first with ``echo``,
+    then each chat chunk re-shaped (the ones with nothing to say left out)."""
+
+    def __init__(self, meta: CompletionMeta, request: CompletionRequest) -> None:
+        super().__init__(meta)
+        self._request = request
+
+    def head(self) -> bytes:
+        return b"".join(map(encode_json_event, echo_chunks(self.meta, self._request)))
+
+    def chunks(self, chunks: list[dict[str, Any]]) -> bytes:
+        return b"".join(
+            encode_json_event(c) for c in map(completion_chunk_from_chat, chunks) if c is not None
+        )
+
+    def tail(self, usage: dict[str, Any]) -> bytes:
+        if not self.meta.include_usage:
+            return DONE_EVENT
+        return encode_json_event(completion_usage_chunk(self.meta, usage)) + DONE_EVENT
 
 
 def text_completion(

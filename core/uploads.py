@@ -4,8 +4,8 @@ The bot protocol carries media as ``Attachment``s (a URL, a content type, a name
 URL from the client is attached as it is (Poe fetches it; the proxy never does). Inline bytes
 (``data:`` URLs, ``input_audio``, ``file_data``) must first go to Poe's file upload API, the one
 ``fastapi_poe.upload_file`` calls: ``POST <POE_UPLOAD_URL>/file_upload_3RD_PARTY_POST`` with a
-multipart ``file``, answered with ``{"attachment_url", "mime_type"}``. This module says what to
-send and reads the answer; the I/O layer sends it.
+multipart ``file``, answered with ``{"attachment_url", "mime_type"}``. This module writes the
+request, to its last byte, and reads the answer.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .chat_request import ChatRequest, MediaPart
+from .chat_request import ChatRequest
 from .errors import UpstreamError
+from .flow import USER_AGENT, UpstreamRequest
+from .media import MediaPart
 
 UPLOAD_ENDPOINT = "file_upload_3RD_PARTY_POST"
 
@@ -38,14 +40,27 @@ class Upload:
         return self.part.data
 
 
-def upload_url(base_url: str) -> str:
-    """The upload endpoint under ``POE_UPLOAD_URL``."""
-    return f"{base_url.rstrip('/')}/{UPLOAD_ENDPOINT}"
-
-
-def upload_headers(api_key: str) -> dict[str, str]:
-    # Poe's upload API takes the bare key, not "Bearer <key>" (as fastapi_poe sends it).
-    return {"Authorization": api_key}
+def upload_request(upload: Upload, *, upload_url: str, api_key: str, boundary: str) -> UpstreamRequest:
+    """The multipart POST that uploads ``upload`` (``boundary``: random, not in the data)."""
+    part = upload.part
+    # Quotes and line breaks cannot stand in a quoted filename; percent-encode them, as httpx does.
+    filename = part.name.translate({ord('"'): "%22", ord("\r"): "%0D", ord("\n"): "%0A"})
+    body = b"".join(
+        [
+            f"--{boundary}\r\n".encode(),
+            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'.encode(),
+            f"Content-Type: {part.mime_type}\r\n\r\n".encode(),
+            upload.data,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
+    headers = {
+        "user-agent": USER_AGENT,
+        "authorization": api_key,  # the bare key, not "Bearer <key>" (as fastapi_poe sends it)
+        "accept": "application/json",
+        "content-type": f"multipart/form-data; boundary={boundary}",
+    }
+    return UpstreamRequest("POST", f"{upload_url.rstrip('/')}/{UPLOAD_ENDPOINT}", headers, body)
 
 
 def pending_uploads(request: ChatRequest) -> list[Upload]:

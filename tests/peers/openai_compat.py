@@ -9,13 +9,15 @@ tell reported usage from estimated usage.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import math
 import random
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 import fastapi_poe as fp
 import fastapi_poe.client
@@ -25,11 +27,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from adapters.http import cancel_on_disconnect
-
 from .bots import BOT_NAMES, POE_KEY
 
+T = TypeVar("T")
+
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "bot"}
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client leaves first (checked every 50 ms)."""
+    task = asyncio.ensure_future(work)
+    while not (await asyncio.wait({task}, timeout=0.05))[0]:
+        if await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise asyncio.CancelledError
+    return task.result()
 
 
 def words(text: str) -> int:

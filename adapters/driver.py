@@ -1,0 +1,221 @@
+"""The asyncio driver: the loop that performs what ``core.exchange`` asks for.
+
+It knows nothing of OpenAI or Poe. It is written against two small interfaces: a ``Client``
+(read the request body, send the response) and an ``Upstream`` (make one HTTP call to Poe and
+read its body). The ASGI app gives it ASGI's ``receive``/``send`` and httpx's transport; a
+Python host whose HTTP is ``fetch`` (Cloudflare's Python Workers) gives it others.
+
+Calls are read where it costs least: while a single call is open (most requests) the loop reads
+it itself; once several are (``n`` > 1), each gets a task that hands what it reads to the loop
+through a queue, which also bounds how far a call may run ahead of a slow client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+from core.exchange import READ_BODY, WAIT, Exchange, FailureReason, Respond, StartCall, StopCall, Write
+
+DRAIN_SECONDS = 1.0  # how long the end of a body whose last event has come may take
+
+
+class Client(Protocol):
+    """The client's side of one request."""
+
+    async def read_body(self) -> tuple[bytes, bool]:
+        """The next piece of the request body, and whether more follows."""
+
+    async def respond(self, response: Respond) -> None:
+        """Send the head and first bytes (all of them, unless ``response.more``)."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def end(self) -> None:
+        """The response is complete (a streamed body ends here)."""
+
+    def calls_started(self) -> None:
+        """Upstream calls are under way: a client that leaves from now on should cancel them."""
+
+
+class UpstreamResponse(Protocol):
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """With case-insensitive names, or lowercase ones."""
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives (decoded if it came compressed)."""
+
+    async def aclose(self) -> None:
+        """Stop reading; closing the connection before the body's end cancels the call at Poe."""
+
+    def finish_in_background(self, seconds: float) -> None:
+        """Let the body's (near) end arrive without us, then keep the connection."""
+
+
+class Upstream(Protocol):
+    async def send(self, call: StartCall) -> UpstreamResponse:
+        """Make the call; return once the response head has come. Raises ``CallFailed``."""
+
+
+class CallFailed(Exception):
+    """A call failed in transit; ``reason`` is what ``Exchange.failed`` takes."""
+
+    def __init__(self, reason: FailureReason) -> None:
+        super().__init__(reason)
+        self.reason: FailureReason = reason
+
+
+Event = tuple[Any, ...]  # ("answered", status, headers) | ("data", bytes) | ("ended",) | ("failed", reason)
+
+
+class Call:
+    """One upstream call: each ``read`` is the next thing to report about it."""
+
+    __slots__ = ("_body", "_request", "_upstream", "id", "response")
+
+    def __init__(self, upstream: Upstream, request: StartCall) -> None:
+        self._upstream = upstream
+        self._request = request
+        self.id = request.call
+        self.response: UpstreamResponse | None = None
+        self._body: AsyncIterator[bytes] | None = None
+
+    async def read(self) -> Event:
+        try:
+            if self.response is None:
+                self.response = response = await self._upstream.send(self._request)
+                self._body = response.chunks()
+                return ("answered", response.status, response.headers)
+            assert self._body is not None
+            return ("data", await anext(self._body))
+        except StopAsyncIteration:
+            return ("ended",)
+        except CallFailed as failure:
+            return ("failed", failure.reason)
+
+    async def stop(self, reuse: bool) -> None:
+        response = self.response
+        if response is not None:
+            if reuse:
+                response.finish_in_background(DRAIN_SECONDS)
+            else:
+                await response.aclose()
+
+
+def report(exchange: Exchange, call: int, event: Event) -> bool:
+    """Hand ``event`` to the exchange; whether the call has more to report."""
+    kind = event[0]
+    if kind == "data":
+        exchange.data(call, event[1])
+        return True
+    if kind == "answered":
+        exchange.answered(call, event[1], event[2])
+        return True
+    if kind == "ended":
+        exchange.ended(call)
+    else:
+        exchange.failed(call, event[1])
+    return False
+
+
+class Calls:
+    """The open calls of one request."""
+
+    def __init__(self, exchange: Exchange, upstream: Upstream) -> None:
+        self._exchange = exchange
+        self._upstream = upstream
+        self._open: dict[int, Call] = {}
+        self._pumps: dict[int, asyncio.Task[None]] = {}
+        self._queue: asyncio.Queue[tuple[Call, Event]] | None = None
+
+    @property
+    def any_open(self) -> bool:
+        return bool(self._open)
+
+    def start(self, request: StartCall) -> None:
+        self._open[request.call] = Call(self._upstream, request)
+
+    async def stop(self, request: StopCall) -> None:
+        call = self._open.pop(request.call, None)
+        if call is None:
+            return
+        pump = self._pumps.pop(request.call, None)
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        await call.stop(request.reuse)
+
+    async def next_event(self) -> None:
+        """Wait for the next thing an open call reports, and report it to the exchange."""
+        if len(self._open) == 1 and not self._pumps:
+            call = next(iter(self._open.values()))
+            event = await call.read()
+        else:
+            queue = self._queue
+            if queue is None:
+                queue = self._queue = asyncio.Queue(maxsize=max(len(self._open), 1))
+            for call in self._open.values():
+                if call.id not in self._pumps:
+                    self._pumps[call.id] = asyncio.create_task(self._pump(call, queue))
+            call, event = await queue.get()
+            if call.id not in self._open:
+                return  # stopped after it read this
+        if not report(self._exchange, call.id, event) and self._open.pop(call.id, None) is not None:
+            self._pumps.pop(call.id, None)
+            await call.stop(False)  # at the body's end this keeps the connection for reuse
+
+    @staticmethod
+    async def _pump(call: Call, queue: asyncio.Queue[tuple[Call, Event]]) -> None:
+        while True:
+            event = await call.read()
+            await queue.put((call, event))
+            if event[0] in ("ended", "failed"):
+                return
+
+    async def close(self) -> None:
+        """Stop every call still open (the request is over, or the client left)."""
+        for pump in self._pumps.values():
+            pump.cancel()
+        for pump in self._pumps.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+        self._pumps.clear()
+        calls, self._open = list(self._open.values()), {}
+        for call in calls:
+            with contextlib.suppress(Exception):
+                await call.stop(False)
+
+
+async def drive(exchange: Exchange, client: Client, upstream: Upstream) -> None:
+    """Run ``exchange`` to its end. If this task is cancelled (the client left), every call
+    still open is closed, which cancels it at Poe."""
+    calls = Calls(exchange, upstream)
+    try:
+        while True:
+            action = exchange.next_action()
+            if action is WAIT:
+                await calls.next_event()
+            elif isinstance(action, Write):
+                await client.write(action.data)
+            elif isinstance(action, StartCall):
+                if not calls.any_open:
+                    client.calls_started()
+                calls.start(action)
+            elif isinstance(action, StopCall):
+                await calls.stop(action)
+            elif isinstance(action, Respond):
+                await client.respond(action)
+            elif action is READ_BODY:
+                exchange.body(*await client.read_body())
+            else:  # DONE
+                await client.end()
+                return
+    finally:
+        await calls.close()

@@ -1,0 +1,408 @@
+"""The machinery of one request: actions, steps, and the ``Exchange`` state machine.
+
+Hosts use it through ``core.exchange``. A flow (``core.routes``) is a generator that yields the
+steps it waits on (the request body, a group of upstream calls) and returns the response, or
+None when a step has already streamed it. The ``Exchange`` runs the flow and turns it into the
+actions a host performs; the host's loop::
+
+    exchange = proxy.request(method, path, headers, new_token=..., now=...)
+    while (action := exchange.next_action()) is not DONE:
+        READ_BODY  -> read some of the request body; exchange.body(data, more)
+        StartCall  -> start that HTTP call to Poe; as it goes, report
+                      exchange.answered(call, status, headers), exchange.data(call, bytes)...,
+                      exchange.ended(call), or exchange.failed(call, reason) at any point
+        StopCall   -> stop reading that call (``reuse``: its end is near, keep the connection;
+                      otherwise close it, which cancels the call at Poe)
+        Respond    -> send this status, these headers and this first body; ``more``: Writes follow
+        Write      -> send these bytes to the client
+        WAIT       -> wait for the next thing a running call reports (any call), and report it
+
+Everything a client can see is decided here and in the modules it drives: routing, auth,
+validation, which calls to make and in which order (uploads before a chat, one call per choice,
+a second call when a JSON answer does not validate), and the exact bytes of every answer,
+errors included. A host that stops early (the client left) just stops every call it started.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, NamedTuple
+
+from .auth import resolve_poe_key
+from .errors import (
+    OpenAIError,
+    RequestTooLargeError,
+    UpstreamTimeoutError,
+    connection_refused,
+    connection_reset,
+)
+from .models import ModelListCache
+from .settings import Settings
+from .sse import dumps
+
+CORS_HEADERS = {
+    "access-control-allow-origin": "*",
+    "access-control-allow-methods": "GET, POST, OPTIONS",
+    "access-control-allow-headers": "*",
+    "access-control-expose-headers": "x-request-id, retry-after",
+    "access-control-max-age": "86400",
+}
+JSON_HEADERS = {"content-type": "application/json"}
+SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no"}
+USER_AGENT = "poe-openai-proxy/0.1"
+
+# How a call failed, as the host saw it: no connection, no answer in time, or the connection
+# broke (a reset, or an answer that is not HTTP).
+FailureReason = Literal["refused", "connect_timeout", "timeout", "reset"]
+
+
+# -- actions: what the host is asked to do -----------------------------------------------------
+
+
+class UpstreamRequest(NamedTuple):
+    """An HTTP request to Poe, exactly as it is to be sent (the host adds only Host and length)."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class StartCall:
+    """Make this HTTP request to Poe (``UpstreamRequest``'s fields, and the call's id)."""
+
+    kind: ClassVar[str] = "call"
+    call: int
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class StopCall:
+    """Stop reading ``call``. ``reuse``: Poe has sent all that matters and the body's end is on
+    its way, so let it arrive and keep the connection; otherwise close it (that stops Poe)."""
+
+    kind: ClassVar[str] = "stop"
+    call: int
+    reuse: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    """Send the response head and ``body``; if ``more``, ``Write`` actions follow until ``DONE``."""
+
+    kind: ClassVar[str] = "respond"
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    kind: ClassVar[str] = "write"
+    data: bytes
+
+
+class Signal:
+    """An action with no data (``READ_BODY``, ``WAIT``, ``DONE``)."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return self.kind.upper()
+
+
+READ_BODY = Signal("read_body")
+WAIT = Signal("wait")
+DONE = Signal("done")
+
+Action = StartCall | StopCall | Respond | Write | Signal
+
+
+# -- steps: what a flow waits on --------------------------------------------------------------
+
+
+class Step:
+    """One thing a flow waits for: the request body, or a group of upstream calls.
+
+    The exchange hands a step the events meant for it; each handler returns the actions to take.
+    When ``done``, the flow resumes with ``result``, or has ``error`` raised into it.
+    """
+
+    done = False
+    result: Any = None
+    error: OpenAIError | None = None
+    first_call = 0  # global id of this step's call 0
+    calls = 0
+
+    def start(self, first_call: int) -> list[Action]:
+        return []
+
+    def body(self, data: bytes, more: bool) -> list[Action]:
+        return []
+
+    def answered(self, index: int, status: int, headers: Mapping[str, str]) -> list[Action]:
+        return []
+
+    def data(self, index: int, data: bytes) -> list[Action]:
+        return []
+
+    def ended(self, index: int) -> list[Action]:
+        return []
+
+    def failed(self, index: int, reason: FailureReason) -> list[Action]:
+        return []
+
+
+class ReadBody(Step):
+    """The request body, refused with 413 once it is larger than ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def start(self, first_call: int) -> list[Action]:
+        return [READ_BODY]
+
+    def body(self, data: bytes, more: bool) -> list[Action]:
+        self._size += len(data)
+        if self._size > self._limit:
+            self.done, self.error = True, too_large(self._limit)
+            return []
+        self._parts.append(data)
+        if more:
+            return [READ_BODY]
+        self.done = True
+        self.result = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        return []
+
+
+def too_large(limit: int) -> RequestTooLargeError:
+    return RequestTooLargeError(f"The request body is larger than the limit of {limit} bytes.")
+
+
+def transport_error(reason: FailureReason) -> OpenAIError:
+    """The OpenAI error for a call that failed in transit (504 for timeouts, 502/503 otherwise)."""
+    if reason == "timeout":
+        return UpstreamTimeoutError("Timed out waiting for Poe.")
+    if reason == "connect_timeout":
+        return UpstreamTimeoutError("Timed out connecting to Poe.")
+    if reason == "refused":
+        return connection_refused()
+    return connection_reset()
+
+
+# -- the request ------------------------------------------------------------------------------
+
+Flow = Generator[Step, Any, "Respond | None"]
+
+
+class Context:
+    """What one request's flow works with: settings, the caller's Poe key, the host's clock and
+    randomness, and the request's log record."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        models_cache: ModelListCache,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        new_token: Callable[[], str],
+        now: float,
+    ) -> None:
+        self.settings = settings
+        self.models_cache = models_cache
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.new_token = new_token
+        self.now = now
+        self.request_id = f"req_{new_token()}"
+        # The one log line of this request (the host adds the duration and writes it): never a
+        # body or a key.
+        self.record: dict[str, Any] = {"request_id": self.request_id, "method": method, "path": path}
+        self.response_headers = {**CORS_HEADERS, "x-request-id": self.request_id}
+        self.api_key = ""
+        self.stream_errors: Callable[[OpenAIError], bytes] | None = None  # set once a stream is open
+
+    def authenticate(self) -> str:
+        self.api_key = resolve_poe_key(self.headers.get("authorization"), self.settings)
+        return self.api_key
+
+    def read_body(self) -> Generator[Step, Any, bytes]:
+        """The request body (413 as soon as it is known to be too large)."""
+        limit = self.settings.max_body_bytes
+        declared = self.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large(limit)
+        body: bytes = yield ReadBody(limit)
+        return body
+
+    def note(self, **fields: Any) -> None:
+        self.record.update(fields)
+
+    def note_upstream_status(self, status: int) -> None:
+        """Poe's HTTP status for the log line; with several calls the worst one is kept."""
+        if status >= self.record.get("upstream_status", 0):
+            self.record["upstream_status"] = status
+
+    def upstream(self, method: str, path: str, body: Any = None, *, accept: str) -> UpstreamRequest:
+        """A request to Poe's API at ``path`` (a JSON ``body``, if any) with the caller's key."""
+        headers = {"user-agent": USER_AGENT, "authorization": f"Bearer {self.api_key}", "accept": accept}
+        content = None
+        if body is not None:
+            headers["content-type"] = "application/json"
+            content = dumps(body).encode()
+        if accept == "text/event-stream":
+            headers["accept-encoding"] = "identity"  # tokens must not wait in a compressor's buffer
+        return UpstreamRequest(method, f"{self.settings.poe_base_url}{path}", headers, content)
+
+    def json(self, status: int, payload: Any) -> Respond:
+        return Respond(status, {**JSON_HEADERS, **self.response_headers}, dumps(payload).encode())
+
+    def error(self, error: OpenAIError) -> Respond:
+        headers = {
+            **JSON_HEADERS,
+            **self.response_headers,
+            **{k.lower(): v for k, v in error.headers.items()},
+        }
+        return Respond(error.status, headers, dumps(error.to_dict()).encode())
+
+    def stream_head(self, body: bytes, errors: Callable[[OpenAIError], bytes]) -> Respond:
+        """The head of a 200 event stream; ``errors`` encodes a failure after it as events."""
+        self.stream_errors = errors
+        self.record["status"] = 200
+        return Respond(200, {**SSE_HEADERS, **self.response_headers}, body, more=True)
+
+
+class Exchange:
+    """One request: a flow (a generator of steps, see ``core.routes``) and the actions it asks for.
+
+    Every method returns at once and never raises: a client's mistake or Poe's failure becomes
+    the OpenAI error the client gets, and a bug in the proxy becomes a 500 (kept in ``bug`` for
+    the host to log with its traceback).
+    """
+
+    def __init__(self, context: Context, flow: Flow) -> None:
+        self.context = context
+        self.record = context.record
+        self.bug: BaseException | None = None
+        self._flow = flow
+        self._outbox: deque[Action] = deque()
+        self._step: Step | None = None
+        self._calls = 0
+        self._resume(None, None)
+
+    def next_action(self) -> Action:
+        """What to do now (``WAIT`` when only a call's next event can move the request on)."""
+        if self._outbox:
+            return self._outbox.popleft()
+        return WAIT if self._step is not None else DONE
+
+    # -- events ---------------------------------------------------------------------------
+
+    def body(self, data: bytes, more: bool) -> None:
+        """Some of the request body (``more``: not the last of it)."""
+        step = self._step
+        if step is not None:
+            self._run(step, step.body, bytes(data), more)
+
+    def answered(self, call: int, status: int, headers: Mapping[str, str]) -> None:
+        """Poe answered ``call`` with ``status``; ``headers`` with lowercase names."""
+        self.context.note_upstream_status(status)
+        step = self._owner(call)
+        if step is not None:
+            self._run(step, step.answered, call - step.first_call, status, headers)
+
+    def data(self, call: int, data: bytes) -> None:
+        """The next bytes of ``call``'s body, decoded if Poe compressed it."""
+        step = self._owner(call)
+        if step is not None:
+            self._run(step, step.data, call - step.first_call, data)
+
+    def ended(self, call: int) -> None:
+        """``call``'s body is complete."""
+        step = self._owner(call)
+        if step is not None:
+            self._run(step, step.ended, call - step.first_call)
+
+    def failed(self, call: int, reason: FailureReason) -> None:
+        """``call`` failed before its answer or while its body was read."""
+        step = self._owner(call)
+        if step is not None:
+            self._run(step, step.failed, call - step.first_call, reason)
+
+    # -- driving the flow -----------------------------------------------------------------
+
+    def _owner(self, call: int) -> Step | None:
+        step = self._step  # events of an earlier step's calls (already stopped) are dropped
+        if step is not None and 0 <= call - step.first_call < step.calls:
+            return step
+        return None
+
+    def _run(self, step: Step, handler: Callable[..., list[Action]], *args: Any) -> None:
+        try:
+            actions = handler(*args)
+        except Exception as exc:  # a bug: the client still gets an OpenAI-shaped answer
+            self.crash(exc)
+            return
+        if actions:
+            self._outbox.extend(actions)
+        if step.done:
+            self._resume(step.result, step.error)
+
+    def _resume(self, value: Any, error: OpenAIError | None) -> None:
+        self._step = None
+        try:
+            step = self._flow.send(value) if error is None else self._flow.throw(error)
+        except StopIteration as finished:
+            if finished.value is not None:
+                self._respond(finished.value)
+            self._outbox.append(DONE)
+            return
+        except OpenAIError as exc:
+            self._fail(exc)
+            return
+        except Exception as exc:
+            self.crash(exc)
+            return
+        self._step = step
+        step.first_call = self._calls
+        actions = step.start(self._calls)
+        self._calls += step.calls
+        self._outbox.extend(actions)
+        if step.done:  # a step can finish at once (nothing to call)
+            self._resume(step.result, step.error)
+
+    def _respond(self, response: Respond) -> None:
+        self.record["status"] = response.status
+        self._outbox.append(response)
+
+    def _fail(self, error: OpenAIError) -> None:
+        """End the request with ``error``: as the answer, or as the stream's last events."""
+        errors = self.context.stream_errors
+        if errors is not None:
+            self._outbox.append(Write(errors(error)))
+        else:
+            self._respond(self.context.error(error))
+        self._outbox.append(DONE)
+
+    def crash(self, exc: Exception) -> None:
+        """A bug (here or in the host): the request ends with a 500, or a stream's last event."""
+        self.bug = exc
+        step, self._step = self._step, None
+        if step is not None:  # stop whatever it had running
+            self._outbox.extend(StopCall(step.first_call + i, False) for i in range(step.calls))
+        self._flow.close()
+        self._fail(OpenAIError("The proxy failed unexpectedly.", code="internal_error"))

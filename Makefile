@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 LITELLM_VERSION ?= 1.108.7
 
-.PHONY: serve test lint bench clean deploy-aws deploy-vercel
+.PHONY: serve serve-netlify test lint bench clean deploy-aws deploy-vercel
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,18 @@ $(VERCEL_CACHE)/.warmed: pyproject.toml vercel.json $(NPM_TOOLS)/.installed $(VE
 ## serve: the proxy on $HOST:$PORT (default 127.0.0.1:8000); settings come from the environment.
 serve: $(VENV)/.serve-installed
 	$(BIN)/python -m uvicorn adapters.app:app --host "$(HOST)" --port "$(PORT)" --no-access-log
+
+# The Netlify function as Netlify's bundler builds it: esbuild, with pyodide left as a package.
+NETLIFY_BUNDLE := netlify/.build/openai.mjs
+$(NETLIFY_BUNDLE): netlify/functions/openai.mts adapters/web.mts $(NPM_TOOLS)/.installed $(NETLIFY_MODULES)/.installed
+	mkdir -p $(dir $@) && ln -sfn ../node_modules $(dir $@)node_modules
+	$(NPM_TOOLS)/.bin/esbuild netlify/functions/openai.mts --bundle --platform=node --format=esm \
+		--target=node20 --external:pyodide --log-level=warning --outfile=$@
+
+## serve-netlify: the Netlify function on $HOST:$PORT, run as Netlify's Functions runtime runs it
+## (Node, a WHATWG Request per call, the Response streamed back), with the same environment.
+serve-netlify: $(NETLIFY_BUNDLE)
+	POE_PROXY_SOURCE_DIR="$(CURDIR)" node tools/serve-web.mjs $(NETLIFY_BUNDLE) "$(HOST)" "$(PORT)"
 
 ## test: lint, types, and the whole test suite.
 test: $(VENV)/.dev-installed $(NPM_TOOLS)/.installed $(NETLIFY_MODULES)/.installed $(WHEELS)/.downloaded \

@@ -1,10 +1,11 @@
-// A local stand-in for Netlify's Functions runtime (v2): serves one function module on
-// 127.0.0.1, turning each Node request into a WHATWG Request and streaming the Response back.
-// Usage: node tests/peers/netlify_host.mjs <function.mjs> <port>
+// Serves a web-standard handler module (`export default (request) => Response`) on HOST:PORT
+// under Node, as Netlify's Functions runtime calls a v2 function: each HTTP request becomes a
+// WHATWG Request (its signal aborts when the client leaves) and the Response streams back.
+// Usage: node tools/serve-web.mjs <module.mjs> <host> <port>
 import http from "node:http";
 import { pathToFileURL } from "node:url";
 
-const [, , modulePath, port] = process.argv;
+const [, , modulePath, host, port] = process.argv;
 const { default: handler } = await import(pathToFileURL(modulePath).href);
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "host"]);
 
@@ -27,7 +28,17 @@ http
     try {
       const response = await handler(request, {});
       res.writeHead(response.status, Object.fromEntries(response.headers));
-      if (response.body) for await (const chunk of response.body) res.write(chunk);
+      if (response.body) {
+        const reader = response.body.getReader();
+        abort.signal.addEventListener("abort", () => reader.cancel().catch(() => {}));
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          if (!res.write(value)) {
+            await new Promise((resolve) => res.once("drain", resolve).once("close", resolve));
+          }
+        }
+      }
       res.end();
     } catch (error) {
       console.error(error);
@@ -35,4 +46,4 @@ http
       res.end();
     }
   })
-  .listen(Number(port), "127.0.0.1", () => console.log(`listening on ${port}`));
+  .listen(Number(port), host, () => console.log(`listening on http://${host}:${port}`));

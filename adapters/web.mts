@@ -1,0 +1,268 @@
+/**
+ * The web-standard driver: `(Request) => Promise<Response>` around the proxy's `core/` running in
+ * Pyodide, with `fetch` doing the HTTP. Netlify's function uses it; so can any host whose
+ * handlers take a WHATWG Request (Deno, edge runtimes).
+ *
+ * Like the asyncio driver (`adapters/driver.py`) it is a loop around `core.exchange`: it asks for
+ * the next action and performs it (read the body, start or stop a call to Poe, send the head,
+ * write bytes) and reports what the calls do. Nothing here decides anything a client sees;
+ * `adapters/pyodide_bridge.py` turns each action into one plain JavaScript array.
+ *
+ * Streaming: the Response body is a ReadableStream fed by the loop as core writes; the loop
+ * waits while the client has not taken what was written (backpressure). A client that leaves
+ * cancels the stream, which aborts every call to Poe.
+ */
+import type { PyodideInterface } from "pyodide";
+import type { PyProxy } from "pyodide/ffi";
+
+export interface Host {
+  /** The settings (POE_BASE_URL, POE_BACKEND, ...), as the host's environment gives them. */
+  environment: Record<string, string>;
+  /** The Python sources to run: paths like "core/exchange.py" with their contents. */
+  sources(): Promise<Array<[string, Uint8Array]>>;
+  /** Pyodide, started (from a memory snapshot where the host has one). */
+  pyodide(): Promise<PyodideInterface>;
+  /** Where the one log line per request goes. */
+  log?(line: string): void;
+}
+
+interface Core {
+  bridge: PyProxy;
+  proxy: PyProxy;
+  /** POE_CONNECT_TIMEOUT and POE_READ_TIMEOUT, in milliseconds. */
+  connectTimeout: number;
+  readTimeout: number;
+}
+
+async function boot(host: Host): Promise<Core> {
+  const py = await host.pyodide();
+  for (const [path, content] of await host.sources()) {
+    py.FS.mkdirTree(`/proxy/${path.slice(0, path.lastIndexOf("/"))}`);
+    py.FS.writeFile(`/proxy/${path}`, content);
+  }
+  py.runPython("import sys; sys.path.insert(0, '/proxy')");
+  const bridge = py.pyimport("adapters.pyodide_bridge") as PyProxy;
+  // Invalid settings fail here, on every request, as the ASGI app refuses to start.
+  const proxy = bridge.start(host.environment) as PyProxy;
+  const settings = proxy.settings as PyProxy;
+  const timeouts = { connectTimeout: settings.connect_timeout * 1000, readTimeout: settings.read_timeout * 1000 };
+  settings.destroy();
+  return { bridge, proxy, ...timeouts };
+}
+
+type Action = [string, ...unknown[]];
+type Reason = "refused" | "connect_timeout" | "timeout" | "reset";
+
+function failureReason(error: unknown, answered: boolean): Reason {
+  if ((error as Error)?.name === "TimeoutError") return "timeout";
+  if (answered) return "reset";
+  const cause = (error as { cause?: { code?: string } })?.cause?.code ?? String(error);
+  return /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|refused/i.test(cause) ? "refused" : "reset";
+}
+
+/** `work`, failed with a TimeoutError (aborting `abort`) if it takes longer than `ms`. */
+async function within<T>(ms: number, abort: AbortController, work: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const error = new DOMException("Poe did not answer in time", "TimeoutError");
+      abort.abort(error);
+      reject(error);
+    }, ms);
+  });
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** One call to Poe; each `next()` is the next thing to report about it. */
+class Call {
+  readonly abort = new AbortController();
+  private reader?: ReadableStreamDefaultReader<Uint8Array>;
+  private pending?: Promise<Action>;
+
+  constructor(
+    readonly id: number,
+    private readonly request: (signal: AbortSignal) => Promise<Response>,
+    private readonly timeouts: { head: number; read: number },
+  ) {}
+
+  next(): Promise<Action> {
+    return (this.pending ??= this.read());
+  }
+
+  taken(): void {
+    this.pending = undefined;
+  }
+
+  private async read(): Promise<Action> {
+    try {
+      if (!this.reader) {
+        const response = await within(this.timeouts.head, this.abort, this.request(this.abort.signal));
+        this.reader = response.body!.getReader();
+        return ["answered", response.status, Object.fromEntries(response.headers)];
+      }
+      const { done, value } = await within(this.timeouts.read, this.abort, this.reader.read());
+      return done ? ["ended"] : ["data", value];
+    } catch (error) {
+      return ["failed", failureReason(error, this.reader !== undefined)];
+    }
+  }
+
+  stop(reuse: boolean): void {
+    if (reuse && this.reader) {
+      // Poe sent all that matters: let the body's end arrive, so the connection is kept.
+      const reader = this.reader;
+      const drain = (): Promise<void> => reader.read().then(({ done }) => (done ? undefined : drain()));
+      drain().catch(() => {});
+    } else {
+      this.abort.abort(); // closing the connection cancels the call at Poe
+    }
+  }
+}
+
+function bytesOrNull(value: unknown): Uint8Array | undefined {
+  return value === undefined || value === null ? undefined : (value as Uint8Array);
+}
+
+/** The URL's path, percent-decoded as ASGI servers give it to the app. */
+function decodedPath(url: string): string {
+  const path = new URL(url).pathname;
+  try {
+    return decodeURIComponent(path);
+  } catch {
+    return path; // not valid percent-encoding: as it came
+  }
+}
+
+/** The handler for `host`; Pyodide and core start on its first request. */
+export function webHandler(host: Host): (request: Request) => Promise<Response> {
+  let booting: Promise<Core> | undefined;
+  return async (request: Request) => serve(await (booting ??= boot(host)), host, request);
+}
+
+async function serve(core: Core, host: Host, request: Request): Promise<Response> {
+  const { bridge } = core;
+  const started = performance.now();
+  const exchange = bridge.request(
+    core.proxy,
+    request.method,
+    decodedPath(request.url),
+    Object.fromEntries(request.headers),
+    () => crypto.randomUUID().replaceAll("-", ""),
+    Date.now() / 1000,
+  ) as PyProxy;
+  const calls = new Map<number, Call>();
+  const stopAll = () => {
+    for (const call of calls.values()) call.abort.abort();
+    calls.clear();
+  };
+
+  let respond!: (response: Response) => void;
+  const response = new Promise<Response>((resolve) => (respond = resolve));
+  let controller: ReadableStreamDefaultController<Uint8Array> | undefined;
+  let pulled: (() => void) | undefined;
+  let gone = false;
+  let left!: () => void;
+  const leaving = new Promise<void>((resolve) => (left = resolve));
+  const leave = () => {
+    gone = true; // the client left: stop everything, answer no one
+    stopAll();
+    pulled?.();
+    left();
+    respond(new Response(null, { status: 499 }));
+  };
+  request.signal?.addEventListener("abort", leave);
+
+  const stream = () =>
+    new ReadableStream<Uint8Array>({
+      start(c) {
+        controller = c;
+      },
+      pull() {
+        pulled?.();
+      },
+      cancel: leave,
+    });
+
+  async function write(data: Uint8Array): Promise<void> {
+    if (gone || data.length === 0) return;
+    controller!.enqueue(data);
+    if ((controller!.desiredSize ?? 1) <= 0) await new Promise<void>((resolve) => (pulled = resolve));
+  }
+
+  async function nextEvent(): Promise<void> {
+    const open = [...calls.values()].map((c) => c.next().then((e) => [c, e] as const));
+    const next = await Promise.race([...open, leaving.then(() => undefined)]);
+    if (next === undefined) return; // the client left
+    const [call, event] = next;
+    call.taken();
+    if (!calls.has(call.id)) return; // stopped meanwhile
+    const [kind, a, b] = event;
+    if (kind === "data") bridge.data(exchange, call.id, a);
+    else if (kind === "answered") bridge.answered(exchange, call.id, a, b);
+    else {
+      calls.delete(call.id);
+      if (kind === "ended") bridge.ended(exchange, call.id);
+      else bridge.failed(exchange, call.id, a);
+    }
+  }
+
+  async function loop(): Promise<void> {
+    let body: Uint8Array | undefined = new Uint8Array(await request.arrayBuffer());
+    for (;;) {
+      if (gone) return;
+      const [kind, ...fields] = bridge.next_action(exchange) as Action;
+      if (kind === "wait") await nextEvent();
+      else if (kind === "write") await write(fields[0] as Uint8Array);
+      else if (kind === "call") {
+        const [id, method, target, headers, content] = fields as [number, string, string, Record<string, string>, unknown];
+        const request = (signal: AbortSignal) =>
+          fetch(target, { method, headers, body: bytesOrNull(content), signal });
+        // The head may take connecting and the bot's first event; each read, a read timeout.
+        const timeouts = { head: core.connectTimeout + core.readTimeout, read: core.readTimeout };
+        calls.set(id, new Call(id, request, timeouts));
+      } else if (kind === "stop") {
+        const call = calls.get(fields[0] as number);
+        calls.delete(fields[0] as number);
+        call?.stop(fields[1] as boolean);
+      } else if (kind === "respond") {
+        const [status, headers, content, more] = fields as [number, Record<string, string>, Uint8Array, boolean];
+        if (!more) {
+          respond(new Response(status === 204 ? null : content, { status, headers }));
+        } else {
+          respond(new Response(stream(), { status, headers }));
+          await write(content);
+        }
+      } else if (kind === "read_body") {
+        bridge.body(exchange, body ?? new Uint8Array(0), false); // the host read it whole
+        body = undefined;
+      } else {
+        controller?.close(); // done
+        return;
+      }
+    }
+  }
+
+  loop()
+    .catch((error) => {
+      // A failure of this driver's own: core still says what the client gets.
+      console.error(error);
+      bridge.crash(exchange, String(error));
+      const [kind, status, headers, content] = bridge.next_action(exchange) as Action;
+      if (kind === "respond") respond(new Response(content as Uint8Array, { status: status as number, headers: headers as Record<string, string> }));
+      else if (kind === "write" && controller) controller.enqueue(status as Uint8Array);
+      controller?.close();
+    })
+    .finally(() => {
+      stopAll();
+      const record = bridge.record(exchange) as Record<string, unknown>;
+      if (gone) record.status ??= 499;
+      record.duration_ms = Math.round((performance.now() - started) * 10) / 10;
+      (host.log ?? console.log)(JSON.stringify(record));
+      exchange.destroy();
+    });
+  return response;
+}

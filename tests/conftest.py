@@ -1,22 +1,28 @@
-"""Fixtures: real peers on 127.0.0.1 and the official ``openai`` SDK as the client."""
+"""Fixtures: real peers on 127.0.0.1, the proxy on every host, the official ``openai`` SDK.
+
+The behaviour suite is every test that talks to the proxy through ``client``, ``http``,
+``bot_client``, ``proxy_url`` or ``open_proxy``: each runs once per backend and once per host
+(``tests/hosts.py``), from this one set of fixtures.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from adapters.app import create_app
 from core.settings import Settings
-from tests.peers.bots import POE_KEY
+from tests.hosts import HOSTS, HostProcesses, Target, missing_tool, target
+from tests.peers.faulty import FaultyPoe
 from tests.peers.openai_compat import PeerState
 from tests.peers.poe import make_poe_server
 from tests.peers.serve import serve
 
 BACKENDS = ["bot", "openai"]
+
+OpenProxy = Callable[..., Target]
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +35,22 @@ def poe_server(poe_state: PeerState) -> Iterator[str]:
     """A local api.poe.com: bots at ``<url>/bot/<name>``, the OpenAI-compatible API at ``<url>/v1``."""
     with serve(make_poe_server(poe_state)) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def faulty_poe() -> Iterator[FaultyPoe]:
+    """A Poe that misbehaves as each test says (``tests/peers/faulty.py``)."""
+    with FaultyPoe().running() as peer:
+        yield peer
+
+
+@pytest.fixture(scope="session")
+def host_processes() -> Iterator[HostProcesses]:
+    processes = HostProcesses()
+    try:
+        yield processes
+    finally:
+        processes.close()
 
 
 @pytest.fixture
@@ -44,50 +66,61 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def settings(make_settings: Callable[..., Settings], backend: str) -> Settings:
-    return make_settings(backend)
-
-
-class AppTransport(httpx.ASGITransport):
-    """``app`` in-process; closing the client closes the app's upstream pool, as its lifespan would."""
-
-    async def aclose(self) -> None:
-        await self.app.state.proxy.upstream.aclose()
-        await super().aclose()
-
-
-def asgi_client(app: Any, *, api_key: str = POE_KEY, **options: Any) -> openai.AsyncOpenAI:
-    """The official async SDK talking to ``app`` in-process."""
-    http = httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://proxy")
-    return openai.AsyncOpenAI(
-        api_key=api_key, base_url="http://proxy/v1", http_client=http, max_retries=0, **options
-    )
+@pytest.fixture(params=HOSTS)
+def host(request: pytest.FixtureRequest) -> str:
+    reason = missing_tool(request.param)
+    if reason is not None:
+        pytest.skip(reason)
+    return str(request.param)
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with asgi_client(create_app(settings)) as sdk:
+def open_proxy(host: str, host_processes: HostProcesses, poe_server: str) -> Iterator[OpenProxy]:
+    """``open_proxy(backend, **env)``: the proxy on this test's host, configured by ``env`` on top
+    of the local Poe (``POE_BASE_URL`` may be overridden, e.g. with a fault-injecting peer)."""
+
+    opened: list[Target] = []
+
+    def open_(backend: str = "bot", **env: str) -> Target:
+        environment = {"POE_BACKEND": backend, "POE_BASE_URL": poe_server, **env}
+        opened.append(target(host, host_processes, environment))
+        return opened[-1]
+
+    yield open_
+    for proxy in opened:
+        proxy.close()
+
+
+@pytest.fixture
+def proxy(open_proxy: OpenProxy, backend: str) -> Target:
+    return open_proxy(backend)
+
+
+@pytest.fixture
+async def client(proxy: Target) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with proxy.sdk() as sdk:
         yield sdk
 
 
 @pytest.fixture
-async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A raw HTTP client on the app, for what the SDK would not send."""
-    transport = AppTransport(app=create_app(settings))
-    async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as raw:
+async def http(proxy: Target) -> AsyncIterator[httpx.AsyncClient]:
+    """A raw HTTP client on the proxy, for what the SDK would not send."""
+    async with proxy.http() as raw:
         yield raw
 
 
 @pytest.fixture
-def proxy_url(settings: Settings) -> Iterator[str]:
-    """The app under a real uvicorn on 127.0.0.1, for real streaming."""
-    with serve(create_app(settings), lifespan="on") as url:
-        yield url
+async def bot_client(open_proxy: OpenProxy) -> AsyncIterator[openai.AsyncOpenAI]:
+    """For bot-protocol behaviour that the OpenAI-compatible API has no words for."""
+    async with open_proxy("bot").sdk() as sdk:
+        yield sdk
 
 
 @pytest.fixture
-async def bot_client(make_settings: Callable[..., Settings]) -> AsyncIterator[openai.AsyncOpenAI]:
-    """For bot-protocol behaviour that the OpenAI-compatible API has no words for."""
-    async with asgi_client(create_app(make_settings("bot"))) as sdk:
-        yield sdk
+def proxy_url(proxy: Target) -> Iterator[str]:
+    """The proxy at a real URL, for clients that need one (the in-process app under uvicorn)."""
+    if proxy.app is None:
+        yield proxy.url
+        return
+    with serve(proxy.app, lifespan="on") as url:
+        yield url

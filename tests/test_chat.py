@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from tests.hosts import Target
 from tests.peers.bots import POE_KEY
 
 
@@ -237,12 +238,9 @@ async def test_unknown_bot_is_not_found(client: openai.AsyncOpenAI) -> None:
     assert caught.value.code == "model_not_found"
 
 
-async def test_wrong_key_is_401_and_key_is_not_echoed(settings: Any) -> None:
-    from adapters.app import create_app
-    from tests.conftest import asgi_client
-
+async def test_wrong_key_is_401_and_key_is_not_echoed(proxy: Target) -> None:
     wrong = "wrong-key-" + "x" * 22
-    async with asgi_client(create_app(settings), api_key=wrong) as sdk:
+    async with proxy.sdk(api_key=wrong) as sdk:
         with pytest.raises(openai.AuthenticationError) as caught:
             await sdk.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
     assert wrong not in json.dumps(caught.value.body)

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-import json
-import logging
+import asyncio
 
 import httpx
-import pytest
 
+from tests.hosts import Target
 from tests.peers.bots import POE_KEY
 
 
-async def test_one_json_line_per_request_without_secrets(
-    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="poe_openai_proxy")
+async def logged(proxy: Target, mark: int, *responses: httpx.Response) -> list[dict[str, object]]:
+    """The lines logged since ``mark`` for ``responses``, in their order (a host writes a line as
+    its request finishes, so a line of an earlier test's request may come in between)."""
+    ids = [response.headers["x-request-id"] for response in responses]
+    for _ in range(200):
+        lines = {line["request_id"]: line for line in proxy.log_since(mark)}
+        if all(i in lines for i in ids):
+            break
+        await asyncio.sleep(0.025)
+    return [lines[i] for i in ids if i in lines]
+
+
+async def test_one_json_line_per_request_without_secrets(proxy: Target, http: httpx.AsyncClient) -> None:
+    mark = proxy.log_mark()
     secret_text = "my secret prompt"
     response = await http.post(
         "/v1/chat/completions",
@@ -22,7 +31,7 @@ async def test_one_json_line_per_request_without_secrets(
         json={"model": "echo", "messages": [{"role": "user", "content": secret_text}], "stream": True},
     )
     assert response.status_code == 200
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.getMessage().startswith("{")]
+    lines = await logged(proxy, mark, response)
     assert len(lines) == 1
     line = lines[0]
     assert line["request_id"] == response.headers["x-request-id"]
@@ -35,15 +44,13 @@ async def test_one_json_line_per_request_without_secrets(
     )
     assert line["upstream_status"] == 200
     assert isinstance(line["duration_ms"], float)
-    everything = caplog.text
+    everything = proxy.log_text()
     assert POE_KEY not in everything
     assert secret_text not in everything
 
 
-async def test_the_line_tells_poe_status_apart_from_ours(
-    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="poe_openai_proxy")
+async def test_the_line_tells_poe_status_apart_from_ours(proxy: Target, http: httpx.AsyncClient) -> None:
+    mark = proxy.log_mark()
     response = await http.post(
         "/v1/chat/completions",
         headers={"Authorization": f"Bearer {POE_KEY}"},
@@ -52,7 +59,7 @@ async def test_the_line_tells_poe_status_apart_from_ours(
     bad = await http.post(
         "/v1/chat/completions", headers={"Authorization": f"Bearer {POE_KEY}"}, content=b"{"
     )
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.getMessage().startswith("{")]
+    lines = await logged(proxy, mark, response, bad)
     assert [(line["status"], line.get("upstream_status")) for line in lines] == [
         (response.status_code, 404),
         (bad.status_code, None),  # refused before anything reached Poe

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from adapters.app import create_app
-from core.settings import Settings
-from tests.conftest import asgi_client
+from tests.conftest import OpenProxy
 from tests.peers.bots import POE_KEY
 from tests.peers.openai_compat import EMBEDDING_BATCH_LIMIT, PeerState, vector
 
@@ -43,10 +40,10 @@ async def test_retrieve_unknown_model_is_404(client: openai.AsyncOpenAI) -> None
 
 
 async def test_model_list_is_cached_and_served_stale_when_poe_fails(
-    make_settings: Callable[..., Settings], poe_state: PeerState
+    open_proxy: OpenProxy, poe_state: PeerState
 ) -> None:
-    settings = make_settings("bot", MODELS_CACHE_TTL="0")  # every call is a miss: always ask Poe
-    async with asgi_client(create_app(settings)) as sdk:
+    # every call is a miss: always ask Poe
+    async with open_proxy("bot", MODELS_CACHE_TTL="0").sdk() as sdk:
         before = poe_state.models_requests
         first = await sdk.models.list()
         assert poe_state.models_requests == before + 1
@@ -57,7 +54,7 @@ async def test_model_list_is_cached_and_served_stale_when_poe_fails(
             assert [m.id for m in again.data] == [m.id for m in first.data]
         finally:
             poe_state.fail_models = False
-    async with asgi_client(create_app(make_settings("bot"))) as sdk:
+    async with open_proxy("bot", MODELS_CACHE_TTL="299").sdk() as sdk:  # a cold cache of its own
         before = poe_state.models_requests
         await sdk.models.list()
         await sdk.models.list()
@@ -66,11 +63,11 @@ async def test_model_list_is_cached_and_served_stale_when_poe_fails(
 
 
 async def test_model_list_failure_with_cold_cache_is_an_error(
-    make_settings: Callable[..., Settings], poe_state: PeerState
+    open_proxy: OpenProxy, poe_state: PeerState
 ) -> None:
     poe_state.fail_models = True
     try:
-        async with asgi_client(create_app(make_settings("bot"))) as sdk:
+        async with open_proxy("bot", MODELS_CACHE_TTL="298").sdk() as sdk:  # a cold cache of its own
             with pytest.raises(openai.APIStatusError) as caught:
                 await sdk.models.list()
         assert caught.value.status_code == 502
@@ -120,11 +117,10 @@ async def test_sdk_default_base64_round_trip(client: openai.AsyncOpenAI) -> None
 
 
 async def test_large_batches_are_split_and_rejoined_in_order(
-    make_settings: Callable[..., Settings], poe_state: PeerState
+    open_proxy: OpenProxy, poe_state: PeerState
 ) -> None:
     texts = [f"text number {i}" for i in range(40)]
-    settings = make_settings("bot", EMBEDDING_BATCH_SIZE=str(EMBEDDING_BATCH_LIMIT))
-    async with asgi_client(create_app(settings)) as sdk:
+    async with open_proxy("bot", EMBEDDING_BATCH_SIZE=str(EMBEDDING_BATCH_LIMIT)).sdk() as sdk:
         before = len(poe_state.embedding_batches)
         result = await sdk.embeddings.create(
             input=texts, model="text-embedding-3-small", dimensions=8, encoding_format="float"
@@ -225,13 +221,12 @@ async def test_completion_best_of_beyond_n_is_refused(client: openai.AsyncOpenAI
     assert caught.value.param == "best_of"
 
 
-async def test_completion_sends_an_instruction_and_the_prompt(make_settings: Callable[..., Settings]) -> None:
+async def test_completion_sends_an_instruction_and_the_prompt(bot_client: openai.AsyncOpenAI) -> None:
     import json as _json
 
-    async with asgi_client(create_app(make_settings("bot"))) as sdk:
-        result = await sdk.completions.create(
-            model="inspect", prompt="Once upon", suffix="The end.", max_tokens=2000
-        )
+    result = await bot_client.completions.create(
+        model="inspect", prompt="Once upon", suffix="The end.", max_tokens=2000
+    )
     seen = _json.loads(result.choices[0].text)
     roles = [m["role"] for m in seen["query"]]
     assert roles == ["system", "user"]

@@ -2,51 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import httpx
 import openai
 import pytest
 
-from adapters.app import create_app
 from core.auth import resolve_poe_key
 from core.errors import AuthenticationError
 from core.settings import ConfigError, Settings
-from tests.conftest import AppTransport, asgi_client
+from tests.conftest import OpenProxy
 from tests.peers.bots import POE_KEY
+from tests.peers.faulty import FaultyPoe
 
 MESSAGES = [{"role": "user", "content": "owner pays"}]
 
 
-def owner_settings(make_settings: Callable[..., Settings], backend: str = "bot") -> Settings:
-    return make_settings(backend, POE_API_KEY=POE_KEY, PROXY_ACCESS_TOKEN="team-token-1, team-token-2")
+OWNER_MODE = {"POE_API_KEY": POE_KEY, "PROXY_ACCESS_TOKEN": "team-token-1, team-token-2"}
 
 
 @pytest.mark.parametrize("token", ["team-token-1", "team-token-2"])
 async def test_owner_mode_uses_the_server_key_for_valid_tokens(
-    make_settings: Callable[..., Settings], backend: str, token: str
+    open_proxy: OpenProxy, backend: str, token: str
 ) -> None:
-    async with asgi_client(create_app(owner_settings(make_settings, backend)), api_key=token) as sdk:
+    async with open_proxy(backend, **OWNER_MODE).sdk(api_key=token) as sdk:
         result = await sdk.chat.completions.create(model="echo", messages=MESSAGES)
     assert result.choices[0].message.content == "owner pays"
 
 
 async def test_owner_mode_refuses_other_tokens_before_reaching_poe(
-    make_settings: Callable[..., Settings],
+    open_proxy: OpenProxy, faulty_poe: FaultyPoe
 ) -> None:
-    seen: list[httpx.Request] = []
-
-    def poe(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(500)
-
-    settings = owner_settings(make_settings)
-    app = create_app(settings, transport=httpx.MockTransport(poe))
+    before = len(faulty_poe.requests)
+    proxy = open_proxy("bot", **OWNER_MODE, POE_BASE_URL=faulty_poe.url)
     for key in (POE_KEY, "team-token", "team-token-1x"):  # even the owner's Poe key is not a token
-        async with asgi_client(app, api_key=key) as sdk:
+        async with proxy.sdk(api_key=key) as sdk:
             with pytest.raises(openai.AuthenticationError):
                 await sdk.chat.completions.create(model="echo", messages=MESSAGES)
-    assert seen == []
+    assert len(faulty_poe.requests) == before
 
 
 def test_owner_key_without_access_tokens_refuses_to_start() -> None:
@@ -85,9 +76,8 @@ def test_bad_settings_name_the_variable(env: dict[str, str], name: str) -> None:
         Settings.from_mapping(env)
 
 
-async def test_oversized_body_is_413_before_reading_it_all(make_settings: Callable[..., Settings]) -> None:
-    app = create_app(make_settings("bot", MAX_BODY_BYTES="2048"))
-    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://proxy") as http:
+async def test_oversized_body_is_413_before_reading_it_all(open_proxy: OpenProxy) -> None:
+    async with open_proxy("bot", MAX_BODY_BYTES="2048").http() as http:
         declared = await http.post(
             "/v1/chat/completions", content=b"x" * 4096, headers={"Authorization": "Bearer k"}
         )

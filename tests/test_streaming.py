@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import time
 import uuid
 
 import httpx
-import pytest
 
+from tests.hosts import Target
 from tests.peers.bots import GATES, POE_KEY
 
 WAIT = 10  # seconds before a missing event counts as a failure (never reached when passing)
@@ -67,10 +66,8 @@ def test_client_disconnect_cancels_the_upstream_call(proxy_url: str) -> None:
     assert not release.is_set()
 
 
-def test_client_disconnect_cancels_non_streaming_calls_too(
-    proxy_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="poe_openai_proxy")
+def test_client_disconnect_cancels_non_streaming_calls_too(proxy: Target, proxy_url: str) -> None:
+    mark = proxy.log_mark()
     token = uuid.uuid4().hex
     _, cancelled = GATES.open(token)
     headers = {"Authorization": f"Bearer {POE_KEY}"}
@@ -84,10 +81,10 @@ def test_client_disconnect_cancels_non_streaming_calls_too(
     assert cancelled.wait(WAIT), "the bot's call was not cancelled after the client left"
     # Logged as a client that left (nginx's 499), not as a failure of the proxy.
     deadline = time.monotonic() + WAIT
-    while not any('"status":499' in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+    while not any(line["status"] == 499 for line in proxy.log_since(mark)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert any('"status":499' in r.getMessage() for r in caplog.records)
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [line["status"] for line in proxy.log_since(mark)] == [499]
+    assert "ERROR" not in proxy.log_text()[mark:] and "Traceback" not in proxy.log_text()[mark:]
 
 
 def test_client_leaving_before_the_first_token_cancels_the_call(proxy_url: str) -> None:

@@ -10,9 +10,7 @@ import openai
 import pydantic
 import pytest
 
-from adapters.app import create_app
-from core.settings import Settings
-from tests.conftest import asgi_client
+from tests.conftest import OpenProxy
 from tests.peers.openai_compat import PeerState
 
 PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
@@ -73,10 +71,9 @@ async def test_streamed_json_arrives_without_its_fence(client: openai.AsyncOpenA
 
 
 @pytest.fixture
-def bot_backend(make_settings: Callable[..., Settings], poe_server: str) -> Callable[..., openai.AsyncOpenAI]:
+def bot_backend(open_proxy: OpenProxy, poe_server: str) -> Callable[..., openai.AsyncOpenAI]:
     def make(**env: str) -> openai.AsyncOpenAI:
-        settings = make_settings("bot", POE_UPLOAD_URL=f"{poe_server}/poe_api/", **env)
-        return asgi_client(create_app(settings))
+        return open_proxy("bot", POE_UPLOAD_URL=f"{poe_server}/poe_api/", **env).sdk()
 
     return make
 
@@ -149,11 +146,9 @@ async def test_media_over_the_limit_is_a_400_naming_the_part(
     assert caught.value.code == "file_too_large"
 
 
-async def test_vision_on_the_openai_backend_passes_the_image_through(
-    make_settings: Callable[..., Settings],
-) -> None:
+async def test_vision_on_the_openai_backend_passes_the_image_through(open_proxy: OpenProxy) -> None:
     content = [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}}]
-    async with asgi_client(create_app(make_settings("openai"))) as sdk:
+    async with open_proxy("openai").sdk() as sdk:
         result = await sdk.chat.completions.create(
             model="inspect", messages=[{"role": "user", "content": content}]
         )

@@ -24,7 +24,7 @@ import trustme
 from adapters.app import create_app
 from adapters.transport import HIGH_WATER, HTTP1Transport
 from core.settings import Settings
-from tests.conftest import asgi_client
+from tests.hosts import Target
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 TIMEOUT = {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
@@ -446,7 +446,7 @@ async def test_the_app_reuses_a_connection_after_done_and_closes_it_after_a_cut(
     ended = asyncio.Event()
     async with peer(bot_answer("Hello", " there", ended=ended)) as (server, url):
         app = create_app(Settings.from_mapping({"POE_BASE_URL": url}))
-        async with asgi_client(app) as sdk:
+        async with Target(app=app).sdk() as sdk:
             for _ in range(3):
                 ended.clear()
                 answer = await sdk.chat.completions.create(model="bot", messages=messages)
@@ -458,7 +458,7 @@ async def test_the_app_reuses_a_connection_after_done_and_closes_it_after_a_cut(
 
     async with peer(bot_answer("one STOP two", ends=False)) as (server, url):
         app = create_app(Settings.from_mapping({"POE_BASE_URL": url}))
-        async with asgi_client(app) as sdk:
+        async with Target(app=app).sdk() as sdk:
             answer = await sdk.chat.completions.create(model="bot", messages=messages, stop="STOP")
             assert (answer.choices[0].message.content, answer.choices[0].finish_reason) == ("one ", "stop")
             await asyncio.wait_for(server.closed_by_client.wait(), 5)  # the bot is told to stop

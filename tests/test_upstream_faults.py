@@ -1,39 +1,47 @@
-"""Upstream failures, injected with ``httpx.MockTransport`` under the real app and SDK."""
+"""Upstream failures, injected by a Poe peer that misbehaves on request (``tests/peers/faulty.py``),
+under the real SDK, on every host."""
 
 from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import openai
 import pytest
 
-from adapters.app import create_app
-from core.settings import Settings
-from tests.conftest import AppTransport, asgi_client
+from adapters.upstream import failure_reason
+from tests.conftest import OpenProxy
+from tests.hosts import Target
 from tests.peers.bots import POE_KEY
+from tests.peers.faulty import RESET, STALL, Answer, FaultyPoe, Handler
+from tests.peers.serve import free_port
 
-Handler = Callable[[httpx.Request], httpx.Response]
 MESSAGES = [{"role": "user", "content": "hi"}]
+Faulty = Callable[..., openai.AsyncOpenAI]
 
 
-def faulty(handler: Handler, backend: str = "bot") -> openai.AsyncOpenAI:
-    settings = Settings.from_mapping({"POE_BACKEND": backend, "POE_BASE_URL": "http://poe.invalid"})
-    return asgi_client(create_app(settings, transport=httpx.MockTransport(handler)))
+@pytest.fixture
+def faulty(open_proxy: OpenProxy, faulty_poe: FaultyPoe) -> Iterator[Faulty]:
+    """``faulty(handler, backend)``: an SDK on the proxy whose Poe answers with ``handler``."""
+
+    def make(handler: Handler, backend: str = "bot") -> openai.AsyncOpenAI:
+        faulty_poe.handler = handler
+        return proxy_on(open_proxy, faulty_poe, backend).sdk()
+
+    yield make
+    faulty_poe.handler = lambda request: Answer.text(500, "no handler set")
 
 
-def sse(*events: str) -> httpx.Response:
-    return httpx.Response(
-        200, headers={"content-type": "text/event-stream"}, content="".join(events).encode()
-    )
+def proxy_on(open_proxy: OpenProxy, peer: FaultyPoe, backend: str = "bot") -> Target:
+    return open_proxy(backend, POE_BASE_URL=peer.url, POE_READ_TIMEOUT="1")
 
 
 @pytest.mark.parametrize("backend", ["bot", "openai"])
-async def test_429_keeps_retry_after(backend: str) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(429, headers={"Retry-After": "7"}, json={"error": {"message": "slow down"}})
+async def test_429_keeps_retry_after(faulty: Faulty, backend: str) -> None:
+    def handler(request: httpx.Request) -> Answer:
+        return Answer.json(429, {"error": {"message": "slow down"}}, **{"retry-after": "7"})
 
     async with faulty(handler, backend) as sdk:
         with pytest.raises(openai.RateLimitError) as caught:
@@ -53,9 +61,9 @@ async def test_429_keeps_retry_after(backend: str) -> None:
     ],
 )
 async def test_upstream_statuses_map_to_openai_errors(
-    status: int, body: str, expected: int, code: str
+    faulty: Faulty, status: int, body: str, expected: int, code: str
 ) -> None:
-    async with faulty(lambda request: httpx.Response(status, text=body)) as sdk:
+    async with faulty(lambda request: Answer.text(status, body)) as sdk:
         with pytest.raises(openai.APIStatusError) as caught:
             await sdk.chat.completions.create(model="echo", messages=MESSAGES)
     assert caught.value.status_code == expected
@@ -63,9 +71,9 @@ async def test_upstream_statuses_map_to_openai_errors(
     assert "<html" not in caught.value.message
 
 
-async def test_upstream_text_never_carries_the_key() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(401, text=f"bad key {request.headers['authorization']}")
+async def test_upstream_text_never_carries_the_key(faulty: Faulty) -> None:
+    def handler(request: httpx.Request) -> Answer:
+        return Answer.text(401, f"bad key {request.headers['authorization']}")
 
     async with faulty(handler) as sdk:
         with pytest.raises(openai.AuthenticationError) as caught:
@@ -74,26 +82,48 @@ async def test_upstream_text_never_carries_the_key() -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "status", "code"),
+    ("answer", "status", "code"),
     [
-        (httpx.ConnectTimeout("slow"), 504, "upstream_timeout"),
-        (httpx.ReadTimeout("slow"), 504, "upstream_timeout"),
-        (httpx.ConnectError("refused"), 503, "upstream_connect_error"),
-        (httpx.RemoteProtocolError("reset"), 502, "upstream_connection_reset"),
+        (STALL, 504, "upstream_timeout"),  # no answer within POE_READ_TIMEOUT
+        (RESET, 502, "upstream_connection_reset"),  # the connection dropped, no answer at all
     ],
 )
-async def test_transport_faults(error: Exception, status: int, code: str) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise error
-
-    async with faulty(handler) as sdk:
+async def test_transport_faults(faulty: Faulty, answer: Answer, status: int, code: str) -> None:
+    async with faulty(lambda request: answer) as sdk:
         with pytest.raises(openai.APIStatusError) as caught:
             await sdk.chat.completions.create(model="echo", messages=MESSAGES)
     assert (caught.value.status_code, caught.value.code) == (status, code)
 
 
-async def test_stream_without_done_is_an_error_not_a_short_answer() -> None:
-    async with faulty(lambda request: sse('event: text\ndata: {"text": "half"}\n\n')) as sdk:
+async def test_poe_unreachable_is_503(open_proxy: OpenProxy) -> None:
+    nobody = f"http://127.0.0.1:{CLOSED_PORT}"
+    async with open_proxy("bot", POE_BASE_URL=nobody).sdk() as sdk:
+        with pytest.raises(openai.APIStatusError) as caught:
+            await sdk.chat.completions.create(model="echo", messages=MESSAGES)
+    assert (caught.value.status_code, caught.value.code) == (503, "upstream_connect_error")
+
+
+CLOSED_PORT = free_port()  # nothing listens there (one per session: one proxy process per host)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (httpx.ConnectTimeout("slow"), "connect_timeout"),
+        (httpx.PoolTimeout("busy"), "connect_timeout"),
+        (httpx.ReadTimeout("slow"), "timeout"),
+        (httpx.ConnectError("refused"), "refused"),
+        (httpx.RemoteProtocolError("reset"), "reset"),
+        (httpx.ReadError("reset"), "reset"),
+    ],
+)
+def test_httpx_failures_name_their_reason(error: httpx.HTTPError, reason: str) -> None:
+    """What the asyncio host reports to core for each of httpx's transport errors."""
+    assert failure_reason(error) == reason
+
+
+async def test_stream_without_done_is_an_error_not_a_short_answer(faulty: Faulty) -> None:
+    async with faulty(lambda request: Answer.sse('event: text\ndata: {"text": "half"}\n\n')) as sdk:
         with pytest.raises(openai.APIStatusError) as caught:
             await sdk.chat.completions.create(model="echo", messages=MESSAGES)
         assert caught.value.code == "upstream_incomplete"
@@ -103,29 +133,26 @@ async def test_stream_without_done_is_an_error_not_a_short_answer() -> None:
         assert "before it was complete" in mid.value.message
 
 
-async def test_an_event_stream_compressed_anyway_is_still_read() -> None:
+async def test_an_event_stream_compressed_anyway_is_still_read(faulty: Faulty) -> None:
     events = b'event: text\ndata: {"text": "squeezed"}\n\nevent: done\ndata: {}\n\n'
-    answer = httpx.Response(
-        200,
-        headers={"content-type": "text/event-stream", "content-encoding": "gzip"},
-        content=gzip.compress(events),
-    )
+    headers = {"content-type": "text/event-stream", "content-encoding": "gzip"}
+    answer = Answer(200, headers, [gzip.compress(events)])
     async with faulty(lambda request: answer) as sdk:
         result = await sdk.chat.completions.create(model="echo", messages=MESSAGES)
     assert result.choices[0].message.content == "squeezed"
 
 
-async def test_malformed_event_json_is_a_502() -> None:
+async def test_malformed_event_json_is_a_502(faulty: Faulty) -> None:
     async with faulty(
-        lambda request: sse("event: text\ndata: {oops\n\n", "event: done\ndata: {}\n\n")
+        lambda request: Answer.sse("event: text\ndata: {oops\n\n", "event: done\ndata: {}\n\n")
     ) as sdk:
         with pytest.raises(openai.APIStatusError) as caught:
             await sdk.chat.completions.create(model="echo", messages=MESSAGES)
     assert (caught.value.status_code, caught.value.code) == (502, "upstream_malformed")
 
 
-async def test_unknown_events_and_comments_are_ignored() -> None:
-    body = sse(
+async def test_unknown_events_and_comments_are_ignored(faulty: Faulty) -> None:
+    body = Answer.sse(
         ": hi\n\n",
         "event: surprise\ndata: ???\n\n",
         'event: text\ndata: {"text": "fine"}\n\n',
@@ -136,31 +163,15 @@ async def test_unknown_events_and_comments_are_ignored() -> None:
     assert result.choices[0].message.content == "fine"
 
 
-class BrokenBody(httpx.AsyncByteStream):
-    """An SSE body that delivers its first event, then fails the way a network does."""
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-    async def __aiter__(self):  # type: ignore[no-untyped-def]
-        yield b'event: text\ndata: {"text": "partial"}\n\n'
-        raise self.error
-
-
 @pytest.mark.parametrize(
-    ("error", "code"),
-    [
-        (httpx.ReadTimeout("silence"), "upstream_timeout"),
-        (httpx.ReadError("reset by peer"), "upstream_connection_reset"),
-    ],
+    ("then", "code"), [("stall", "upstream_timeout"), ("reset", "upstream_connection_reset")]
 )
-async def test_mid_stream_faults_become_an_error_event_without_done(error: Exception, code: str) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=BrokenBody(error))
-
-    settings = Settings.from_mapping({"POE_BASE_URL": "http://poe.invalid"})
-    app = create_app(settings, transport=httpx.MockTransport(handler))
-    async with httpx.AsyncClient(transport=AppTransport(app=app), base_url="http://proxy") as http:
+async def test_mid_stream_faults_become_an_error_event_without_done(
+    open_proxy: OpenProxy, faulty_poe: FaultyPoe, then: str, code: str
+) -> None:
+    partial = 'event: text\ndata: {"text": "partial"}\n\n'
+    faulty_poe.handler = lambda request: Answer.sse(partial, then=then)  # type: ignore[arg-type]
+    async with proxy_on(open_proxy, faulty_poe).http() as http:
         response = await http.post(
             "/v1/chat/completions",
             json={"model": "echo", "messages": MESSAGES, "stream": True},

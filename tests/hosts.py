@@ -1,0 +1,142 @@
+"""The hosts the behaviour suite runs against, each started the way a user starts it.
+
+* ``asgi``: the ASGI app in this process, reached through ``httpx.ASGITransport``;
+* ``serve``: ``make serve`` (uvicorn) in its own process;
+* ``netlify``: ``make serve-netlify`` (the Netlify function, core in Pyodide, under Node).
+
+A process host is started once per set of settings and kept for the test session: the
+settings travel as environment variables, exactly as a deployment gets them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+
+from adapters.app import ProxyApp, create_app
+from core.settings import Settings
+from tests.peers.bots import POE_KEY
+from tests.peers.runtimes import ROOT
+from tests.peers.serve import free_port, serving_process
+
+HOSTS = ("asgi", "serve", "netlify")
+MAKE_TARGETS = {"serve": "serve", "netlify": "serve-netlify"}
+# Variables a deployment is configured with: never inherited from the developer's shell.
+SETTING_PREFIXES = ("POE_", "PROXY_", "MAX_", "MODEL", "DEFAULT_", "EMBEDDING_", "ALLOW_", "LOG_LEVEL")
+
+
+def missing_tool(host: str) -> str | None:
+    """Why ``host`` cannot run here (a missing optional tool), or None."""
+    if host == "netlify" and shutil.which("node") is None:
+        return "Node.js is not installed"
+    return None
+
+
+class AppTransport(httpx.ASGITransport):
+    """``app`` in-process; closing the client closes the app's upstream pool, as its lifespan would."""
+
+    async def aclose(self) -> None:
+        assert isinstance(self.app, ProxyApp)
+        await self.app.upstream.aclose()
+        await super().aclose()
+
+
+class Target:
+    """One proxy to test: on a host, with settings. Make clients with ``sdk()`` and ``http()``;
+    read what it logged with ``log_mark()`` and ``log_since(mark)``."""
+
+    def __init__(
+        self, *, url: str | None = None, app: ProxyApp | None = None, log: Path | None = None
+    ) -> None:
+        assert (url is None) != (app is None)
+        self.app = app
+        self.url = url or "http://proxy"
+        self._log = log
+        self._records: list[str] = []
+        if app is not None:
+            handler = logging.Handler()
+            handler.emit = lambda record: self._records.append(record.getMessage())  # type: ignore[method-assign]
+            logging.getLogger("poe_openai_proxy").addHandler(handler)
+            self._handler = handler
+
+    def log_text(self) -> str:
+        """Everything the proxy has logged (for a process host, its stdout and stderr)."""
+        if self._log is not None:
+            return self._log.read_text(errors="replace")
+        return "\n".join(self._records)
+
+    def log_mark(self) -> int:
+        return len(self.log_text())
+
+    def log_since(self, mark: int) -> list[dict[str, Any]]:
+        """The request lines logged since ``mark``, parsed."""
+        lines = self.log_text()[mark:].splitlines()
+        return [json.loads(line[line.index("{") :]) for line in lines if '{"request_id"' in line]
+
+    def close(self) -> None:
+        if self.app is not None:
+            logging.getLogger("poe_openai_proxy").removeHandler(self._handler)
+
+    def _transport(self) -> httpx.AsyncBaseTransport | None:
+        return AppTransport(app=self.app) if self.app is not None else None
+
+    def http(self, **options: Any) -> httpx.AsyncClient:
+        """A raw HTTP client, for what the SDK would not send."""
+        return httpx.AsyncClient(transport=self._transport(), base_url=self.url, timeout=30, **options)
+
+    def sdk(self, *, api_key: str = POE_KEY, **options: Any) -> openai.AsyncOpenAI:
+        """The official async SDK, talking to this proxy."""
+        http = httpx.AsyncClient(transport=self._transport(), base_url=self.url, timeout=60)
+        return openai.AsyncOpenAI(
+            api_key=api_key, base_url=f"{self.url}/v1", http_client=http, max_retries=0, **options
+        )
+
+
+class HostProcesses:
+    """``make serve``/``make serve-<host>`` processes, one per (host, settings), for the session."""
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[str, frozenset[tuple[str, str]]], tuple[str, Path]] = {}
+        self._stack = contextlib.ExitStack()
+        self._logs = Path(self._stack.enter_context(tempfile.TemporaryDirectory()))
+
+    def start(self, host: str, environment: Mapping[str, str]) -> tuple[str, Path]:
+        """The URL of ``host`` running with ``environment``, and the file its output goes to."""
+        key = (host, frozenset(environment.items()))
+        if key not in self._running:
+            port = free_port()
+            log = self._logs / f"{host}-{port}.log"
+            inherited = {k: v for k, v in os.environ.items() if not k.startswith(SETTING_PREFIXES)}
+            process = subprocess.Popen(
+                ["make", "-s", MAKE_TARGETS[host], "HOST=127.0.0.1", f"PORT={port}"],
+                cwd=ROOT,
+                env={**inherited, **environment},
+                stdout=self._stack.enter_context(log.open("wb")),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # make runs the server as a child: stop the whole group
+            )
+            url = self._stack.enter_context(serving_process(process, f"http://127.0.0.1:{port}", timeout=120))
+            self._running[key] = (url, log)
+        return self._running[key]
+
+    def close(self) -> None:
+        self._stack.close()
+        self._running.clear()
+
+
+def target(host: str, processes: HostProcesses, environment: Mapping[str, str]) -> Target:
+    if host == "asgi":
+        return Target(app=create_app(Settings.from_mapping(environment)))
+    url, log = processes.start(host, environment)
+    return Target(url=url, log=log)

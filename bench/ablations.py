@@ -1,13 +1,12 @@
-"""Where ours spends its time: the same conversion with layers taken away, one at a time.
+"""Where ours spends its time: the same request path with layers taken away, one at a time.
 
 ASGI apps for ``make bench`` (``uvicorn bench.ablations:app``, the variant named by ABLATION):
 
-* ``no_starlette``: our app's own chat handler and edge layer (CORS, ids, logs), without
-  Starlette's router and middleware around them.
-* ``exchange_httpx``: no app at all: a bare ASGI function drives ``core.exchange`` (what the
-  Netlify function runs) and sends its calls as ``httpx.Request``s through our transport.
-* ``exchange_raw``: the same, with the upstream call written as bytes to a bare asyncio +
-  httptools connection: about the floor of a converting proxy in Python.
+* ``driver_raw``: our ASGI app and asyncio driver, with the upstream call written as bytes to a
+  bare asyncio + httptools connection instead of httpx's request/response over our transport.
+* ``exchange_raw``: no app and no driver: a bare ASGI function runs ``core.exchange``'s actions
+  in the simplest loop that works for one non-streamed call, over the same bare connection:
+  about the floor of this design (the whole conversion, nothing around it).
 
 None of these is a product: they have no disconnect handling, no timeouts and no error paths
 worth the name. They exist to put numbers on what each layer of the real one costs.
@@ -18,111 +17,113 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
-
-from adapters.app import create_app
-from adapters.http import EdgeMiddleware, Endpoint, new_token
-from adapters.transport import HTTP1Transport
+from adapters.app import ProxyApp, new_token
 from bench.rawhttp import Connection
-from core.exchange import Exchange, Reply, start
+from core.exchange import DONE, READ_BODY, WAIT, Proxy, Respond, StartCall
 from core.settings import Settings
 
 Scope = dict[str, Any]
 
 
-async def read_body(receive: Any) -> bytes:
-    body, more = b"", True
-    while more:
-        message = await receive()
-        body, more = body + message.get("body", b""), message.get("more_body", False)
-    return body
+class RawUpstream:
+    """The driver's ``Upstream`` over bare keep-alive connections: the body is read whole, then
+    handed over as one chunk."""
+
+    def __init__(self, base_url: str) -> None:
+        self._idle: list[Connection] = []
+        self._host, port = base_url.removeprefix("http://").split(":")
+        self._port = int(port)
+
+    async def call(self, call: StartCall, on_chunk: Callable[[bytes], None]) -> int:
+        path = call.url.split(f":{self._port}", 1)[1].encode()
+        fields = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in call.headers.items())
+        body = call.body or b""
+        raw = b"%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n\r\n%s" % (
+            call.method.encode(),
+            path,
+            self._host.encode(),
+            fields,
+            len(body),
+            body,
+        )
+        if self._idle:
+            connection = self._idle.pop()
+        else:
+            loop = asyncio.get_running_loop()
+            _, connection = await loop.create_connection(Connection, self._host, self._port)
+        status = await connection.call(raw, on_chunk)
+        self._idle.append(connection)
+        return status
+
+    async def send(self, call: StartCall) -> RawResponse:
+        chunks: list[bytes] = []
+        status = await self.call(call, chunks.append)
+        return RawResponse(status, chunks)
+
+    async def aclose(self) -> None:
+        self._idle.clear()
 
 
-async def answer(send: Any, reply: Reply) -> None:
-    headers = [(k.encode(), v.encode()) for k, v in reply.headers.items()]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body})
+class RawResponse:
+    def __init__(self, status: int, chunks: list[bytes]) -> None:
+        self.status = status
+        self.headers: dict[str, str] = {}
+        self._chunks = chunks
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for chunk in self._chunks:
+            yield chunk
+
+    async def aclose(self) -> None:
+        return None
+
+    def finish_in_background(self, seconds: float) -> None:
+        return None
 
 
-def exchange_app(settings: Settings, call_upstream: Any) -> Any:
-    """A bare ASGI app around ``core.exchange``: one call per request (n = 1), no streaming."""
+def exchange_app(settings: Settings) -> Any:
+    """A bare ASGI function around ``core.exchange``: one call per request (n = 1), no streaming."""
+    proxy = Proxy(settings)
+    upstream = RawUpstream(settings.poe_base_url)
 
     async def app(scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        started = start(
-            scope["method"],
-            scope["path"],
-            headers,
-            await read_body(receive),
-            settings,
-            new_token=new_token,
-            now=time.time(),
+        exchange = proxy.request(
+            scope["method"], scope["path"], headers, new_token=new_token, now=time.time()
         )
-        if isinstance(started, Exchange):
-            await call_upstream(started)
-            started.end(0)
-            started = started.reply()
-        await answer(send, started)
+        while (action := exchange.next_action()) is not DONE:
+            if action is READ_BODY:
+                message = await receive()
+                exchange.body(message.get("body", b""), message.get("more_body", False))
+            elif isinstance(action, StartCall):
+                chunks: list[bytes] = []
+                exchange.answered(action.call, await upstream.call(action, chunks.append), {})
+                for chunk in chunks:
+                    exchange.data(action.call, chunk)
+                exchange.ended(action.call)
+            elif isinstance(action, Respond):
+                headers_out = [(k.encode(), v.encode()) for k, v in action.headers.items()]
+                await send({"type": "http.response.start", "status": action.status, "headers": headers_out})
+                await send({"type": "http.response.body", "body": action.body})
+            elif action is WAIT:
+                raise RuntimeError("one non-streamed call only")
 
     return app
 
 
-def with_httpx(settings: Settings) -> Any:
-    transport = HTTP1Transport()
-    timeouts = {"connect": settings.connect_timeout, "read": settings.read_timeout}
-
-    async def call_upstream(exchange: Exchange) -> None:
-        call = exchange.calls[0]
-        request = httpx.Request(
-            call.method, call.url, headers=call.headers, content=call.body, extensions={"timeout": timeouts}
-        )
-        response = await transport.handle_async_request(request)
-        async for chunk in response.aiter_raw():
-            exchange.feed(0, chunk)
-
-    return exchange_app(settings, call_upstream)
-
-
-def with_raw_connection(settings: Settings) -> Any:
-    idle: list[Connection] = []
-    host, port = settings.poe_base_url.removeprefix("http://").split(":")
-
-    async def call_upstream(exchange: Exchange) -> None:
-        call = exchange.calls[0]
-        path = call.url.removeprefix(settings.poe_base_url).encode()
-        fields = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in call.headers.items())
-        body = call.body or b""
-        raw = b"POST %s HTTP/1.1\r\nHost: %s:%s\r\n%sContent-Length: %d\r\n\r\n%s" % (
-            path,
-            host.encode(),
-            port.encode(),
-            fields,
-            len(body),
-            body,
-        )
-        if idle:
-            connection = idle.pop()
-        else:
-            _, connection = await asyncio.get_running_loop().create_connection(Connection, host, int(port))
-        await connection.call(raw, lambda chunk: exchange.feed(0, chunk))
-        idle.append(connection)
-
-    return exchange_app(settings, call_upstream)
-
-
 def ablation(name: str, settings: Settings) -> Any:
-    if name == "no_starlette":
-        proxy = create_app(settings).state.proxy
-        return EdgeMiddleware(Endpoint(proxy.chat_completions))
-    if name == "exchange_httpx":
-        return with_httpx(settings)
+    if name == "driver_raw":
+        app = ProxyApp(settings)
+        app.upstream = RawUpstream(settings.poe_base_url)  # type: ignore[assignment]
+        return app
     if name == "exchange_raw":
-        return with_raw_connection(settings)
+        return exchange_app(settings)
     raise ValueError(f"unknown ablation {name!r}")
 
 
-app = ablation(os.environ.get("ABLATION", "no_starlette"), Settings.from_mapping(os.environ))
+app = ablation(os.environ.get("ABLATION", "driver_raw"), Settings.from_mapping(os.environ))

@@ -130,9 +130,8 @@ def measure(url: str) -> dict[str, Any]:
 
 
 ABLATIONS = [
-    ("no_starlette", "ours without Starlette's router and middleware (same handler, same edge layer)"),
-    ("exchange_httpx", "core.exchange in a bare ASGI function, upstream as httpx Requests via our transport"),
-    ("exchange_raw", "core.exchange in a bare ASGI function, upstream as bytes on a bare asyncio connection"),
+    ("driver_raw", "our app and driver, upstream as bytes on a bare asyncio connection (no httpx)"),
+    ("exchange_raw", "core.exchange in a bare ASGI loop, upstream as bytes on a bare asyncio connection"),
 ]
 
 
@@ -399,12 +398,10 @@ def report(results: dict[str, Any]) -> str:
             lines.append(f"| {text} | {rps:,.0f} | {rps / bot['throughput_c32']['rps']:.2f} | {p50:.2f} |")
         lines += [
             "",
-            "The last row is the same conversion (core/) with nothing around it but a bare socket: what",
-            "a converting proxy in Python can do here. The distance from it to ours is the price of the",
-            "layers the design keeps - httpx's request and response objects under the upstream calls",
-            "(the tests' MockTransport plugs in there), Starlette's routing, the edge layer (CORS, ids,",
-            "logs), disconnect handling - and the third row shows httpx used the ordinary way costs more",
-            "than all of ours together.",
+            "The last row is the same request path (core/) with nothing around it but a bare socket:",
+            "what a converting proxy in Python can do here. From it to the row above is the asyncio",
+            "driver and the ASGI glue (disconnect watch, log line); from there to ours, httpx's request",
+            "and response objects under the upstream calls (where the tests' MockTransport plugs in).",
         ]
     clients = results.get("upstream_clients_us_per_call")
     if clients:

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from .chat_stream import ChoiceReader, Converter, total_usage
+from .chat_stream import ChoiceReader, EventConverter, total_usage
 from .errors import UPSTREAM_ERROR_BODY_LIMIT, OpenAIError, error_from_upstream_status, not_json
 from .flow import (
     Action,
@@ -142,7 +142,7 @@ class ChoiceCalls(CallGroup):
     def __init__(
         self,
         context: Context,
-        planned: Sequence[tuple[UpstreamRequest, Converter]],
+        planned: Sequence[tuple[UpstreamRequest, EventConverter]],
         prompt_tokens: Sequence[int],
         wire: Wire | None = None,
     ) -> None:
@@ -152,6 +152,7 @@ class ChoiceCalls(CallGroup):
         self._prompt_tokens = prompt_tokens
         self._wire = wire
         self._streaming = False
+        self._head = b""
         self._left = len(planned)
 
     def _body(self, index: int, data: bytes) -> list[Action]:
@@ -185,10 +186,15 @@ class ChoiceCalls(CallGroup):
                     )
         return actions
 
+    def start(self, first_call: int) -> list[Action]:
+        if self._wire is not None:
+            self._head = self._wire.head()  # first: the events after it are numbered after it
+        return super().start(first_call)
+
     def _send(self, out: bytes) -> Action:
         if self._streaming:
             return Write(out)
         self._streaming = True
         wire = self._wire
         assert wire is not None
-        return self._context.stream_head(wire.head() + out, wire.error)
+        return self._context.stream_head(self._head + out, wire.error)

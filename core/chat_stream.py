@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import (
     InsufficientQuotaError,
@@ -402,6 +402,29 @@ class OpenAIStreamToChatChunks(_ChoiceStream):
 Converter = PoeStreamToChatChunks | OpenAIStreamToChatChunks
 
 
+class EventConverter(Protocol):
+    """What ``ChoiceReader`` reads one call's events with: the chat converters above, or another
+    event format's (``core.responses.ResponsesRelay``)."""
+
+    finish_reason: str | None
+    upstream_usage: dict[str, Any] | None
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def wants_more(self) -> bool: ...
+
+    @property
+    def cut(self) -> bool: ...
+
+    def feed(self, event: ServerSentEvent) -> list[dict[str, Any]]: ...
+
+    def close(self) -> list[dict[str, Any]]: ...
+
+    def completion_tokens(self) -> int: ...
+
+
 class ChoiceReader:
     """One upstream call's response body, bytes in, chunks out: SSE decoding, then conversion.
 
@@ -415,7 +438,7 @@ class ChoiceReader:
 
     __slots__ = ("_decoder", "converter", "error")
 
-    def __init__(self, converter: Converter) -> None:
+    def __init__(self, converter: EventConverter) -> None:
         self.converter = converter
         self.error: OpenAIError | None = None
         self._decoder = SSEDecoder()
@@ -471,7 +494,7 @@ def _text_field(data: Mapping[str, Any], kind: str) -> str:
     return text
 
 
-def total_usage(choices: Sequence[_ChoiceStream], prompt_tokens: int | Sequence[int]) -> dict[str, Any]:
+def total_usage(choices: Sequence[EventConverter], prompt_tokens: int | Sequence[int]) -> dict[str, Any]:
     """Usage over all choices: upstream's figures where it reported them, else estimates.
 
     Each choice is its own upstream call, so each call's prompt counts (that is what Poe bills).

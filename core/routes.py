@@ -9,10 +9,11 @@ as they are, before or during a stream.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
-from .calls import ChoiceCalls, JsonCalls
+from .calls import ChoiceCalls, JsonCalls, Wire
 from .chat_request import ChatRequest, parse_chat_request
 from .chat_stream import (
     ChatWire,
@@ -23,13 +24,23 @@ from .chat_stream import (
     chat_completion,
     total_usage,
 )
-from .chat_upstream import QueryIds, openai_compat_body, poe_query
+from .chat_upstream import QueryIds, json_instruction, openai_compat_body, poe_query
 from .completions import CompletionWire, parse_completion_request, text_completion
 from .embeddings import join_embeddings, parse_embeddings_request, upstream_batches
 from .errors import MethodNotAllowedError, NotFoundError, OpenAIError
 from .flow import Context, Flow, Respond, Step, UpstreamRequest
 from .models import find_model, openai_model_list
-from .structured import json_answer_problem, with_json_correction
+from .responses import (
+    NO_STATE,
+    RelayWire,
+    ResponseMeta,
+    ResponsesRelay,
+    ResponsesWire,
+    parse_responses_request,
+    response_object,
+    response_text,
+)
+from .structured import json_answer_problem, json_correction, with_json_correction
 from .uploads import attachment_from_upload, pending_uploads, upload_request
 from .usage import estimate_prompt_tokens
 from .validate import parse_json_object
@@ -46,6 +57,9 @@ def dispatch(context: Context) -> Flow:
     found = ROUTES.get(route)
     if found is None and route.startswith("models/") and len(route) > len("models/"):
         found = ("GET", lambda context: model(context, route[len("models/") :]))
+    if found is None and route.startswith("responses/"):  # retrieve, cancel, delete, input items
+        message = f"No stored responses: {NO_STATE} of 'previous_response_id'."
+        raise NotFoundError(message, code="response_not_found")
     if found is None:
         raise NotFoundError(f"Unknown request URL: {method} {path}.", code="unknown_url")
     wanted, flow = found
@@ -63,12 +77,24 @@ def chat_completions(context: Context) -> Flow:
     settings = context.settings
     chat = parse_chat_request(payload, settings, max_media_bytes=settings.max_media_bytes)
     context.note(model=chat.bot, stream=chat.stream)
-    attachments = yield from upload_media(context, chat)
     meta = new_meta(context, "chatcmpl", chat.bot, chat.stream and chat.include_usage)
+    return (yield from answer_chat(context, chat, meta, ChatWire(meta), partial(chat_completion, meta)))
+
+
+def answer_chat(
+    context: Context,
+    chat: ChatRequest,
+    meta: CompletionMeta,
+    wire: Wire,
+    present: Callable[[list[Converter], dict[str, Any]], dict[str, Any]],
+) -> Flow:
+    """Answer ``chat``: streamed through ``wire``, or as what ``present`` makes of the answers and
+    their usage. Chat completions and the Responses API differ only in those two."""
+    attachments = yield from upload_media(context, chat)
     estimates = [estimate_prompt_tokens(chat.prompt_texts())] * chat.n
     planned = [choice_call(context, chat, meta, index, attachments) for index in range(chat.n)]
     if chat.stream:
-        yield ChoiceCalls(context, planned, estimates, ChatWire(meta))
+        yield ChoiceCalls(context, planned, estimates, wire)
         return None
 
     answers: list[Converter] = yield ChoiceCalls(context, planned, estimates)
@@ -83,8 +109,8 @@ def chat_completions(context: Context) -> Flow:
             spent.append(answers[position])
             spent_estimates.append(estimates[position])
             answers[position], estimates[position] = answer, estimate
-    usage = total_usage(answers + spent, estimates + spent_estimates)
-    return context.json(200, chat_completion(meta, answers, usage))
+    usage = total_usage([*answers, *spent], estimates + spent_estimates)
+    return context.json(200, present(answers, usage))
 
 
 def json_retries(chat: ChatRequest, answers: list[Converter]) -> list[tuple[int, ChatRequest]]:
@@ -147,6 +173,62 @@ def upload_media(context: Context, chat: ChatRequest) -> Generator[Step, Any, At
     return {u.key: attachment_from_upload(answer, u) for u, answer in zip(uploads, answers, strict=True)}
 
 
+# -- the Responses API --------------------------------------------------------------------------
+
+
+def responses(context: Context) -> Flow:
+    payload = parse_json_object((yield from context.read_body()))
+    request = parse_responses_request(payload, context.settings)
+    chat = request.chat
+    context.note(model=chat.bot, stream=chat.stream)
+    if context.settings.backend == "openai":  # Poe serves the Responses API itself
+        return (yield from relay_responses(context, {**payload, "model": chat.bot}, chat))
+    meta = ResponseMeta(
+        f"resp_{context.new_token()}",
+        int(context.now),
+        chat.bot,
+        request,
+        lambda prefix: f"{prefix}_{context.new_token()}",
+    )
+    chat_meta = CompletionMeta(meta.id, meta.created, chat.bot)
+
+    def present(answers: list[Converter], usage: dict[str, Any]) -> dict[str, Any]:
+        return response_object(meta, answers[0], usage)
+
+    return (yield from answer_chat(context, chat, chat_meta, ResponsesWire(meta), present))
+
+
+def relay_responses(context: Context, body: dict[str, Any], chat: ChatRequest) -> Flow:
+    """The openai backend: Poe's own ``/v1/responses``, its answer passed on as it is. As on the
+    chat path, JSON is asked for in words too, and a non-streamed answer that is not the JSON
+    asked for gets one more call."""
+    instruction = json_instruction(chat)
+    if instruction:
+        body["instructions"] = "\n\n".join(filter(None, [body.get("instructions"), instruction]))
+    if chat.stream:
+        relay = ResponsesRelay()
+        call = context.upstream("POST", "/v1/responses", body, accept="text/event-stream")
+        yield ChoiceCalls(context, [(call, relay)], [0], RelayWire(relay))
+        return None
+    [answer] = yield JsonCalls(
+        context, [context.upstream("POST", "/v1/responses", body, accept="application/json")]
+    )
+    text, calls = response_text(answer)
+    problem = None if calls else json_answer_problem(chat, text)
+    if problem is not None:
+        items = (
+            [{"role": "user", "content": body["input"]}] if isinstance(body["input"], str) else body["input"]
+        )
+        retry = [
+            *items,
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": json_correction(problem)},
+        ]
+        call = context.upstream("POST", "/v1/responses", {**body, "input": retry}, accept="application/json")
+        [answer] = yield JsonCalls(context, [call])
+    return context.json(200, answer)
+
+
 # -- models and embeddings (Poe's OpenAI-compatible API, whatever the backend) -----------------
 
 
@@ -194,6 +276,7 @@ def embeddings(context: Context) -> Flow:
 ROUTES: dict[str, tuple[str, Callable[[Context], Flow]]] = {
     "chat/completions": ("POST", chat_completions),
     "completions": ("POST", completions),
+    "responses": ("POST", responses),
     "embeddings": ("POST", embeddings),
     "models": ("GET", models),
 }

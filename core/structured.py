@@ -87,12 +87,17 @@ def json_answer_problem(request: ChatRequest, text: str) -> str | None:
     return None if schema is None else schema_problem(value, schema, schema, "$")
 
 
-def with_json_correction(request: ChatRequest, answer: str, problem: str) -> ChatRequest:
-    """``request`` with the bad answer and a request to fix it appended (the one retry)."""
-    correction = (
+def json_correction(problem: str) -> str:
+    """What the bot is told when its answer was not the JSON asked for (the one retry)."""
+    return (
         f"Your previous answer was rejected because {problem}. Answer again with only the JSON, "
         "exactly as instructed: no prose, no code fences."
     )
+
+
+def with_json_correction(request: ChatRequest, answer: str, problem: str) -> ChatRequest:
+    """``request`` with the bad answer and a request to fix it appended (the one retry)."""
+    correction = json_correction(problem)
     added = (ChatMessage(role="assistant", content=answer), ChatMessage(role="user", content=correction))
     raw = dict(request.raw)
     raw["messages"] = [

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .bots import BOT_NAMES, POE_KEY
+from .openai_responses import responses_route
 
 T = TypeVar("T")
 
@@ -322,7 +323,13 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
         state.uploads[url] = (upload.filename or "", mime_type, data, auth)
         return JSONResponse({"attachment_url": url, "mime_type": mime_type})
 
+    def authorized(request: Request) -> Response | None:
+        if request.headers.get("authorization") != f"Bearer {POE_KEY}":
+            return error(401, "Invalid API key", "invalid_api_key")
+        return None
+
     return [
+        Route("/v1/responses", responses_route(messages_from_bot, deltas, authorized), methods=["POST"]),
         Route("/poe_api/file_upload_3RD_PARTY_POST", file_upload, methods=["POST"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),

@@ -1,0 +1,228 @@
+"""A stand-in for Poe's own ``/v1/responses`` (what the proxy's openai backend forwards to).
+
+Like the chat stand-in, it answers with the test bots over the bot protocol: the Responses input
+becomes a chat body for ``to_query``, and the bot's text and tool calls come back as a
+``response`` object or as the Responses event sequence, each checked against the ``openai``
+SDK's own types before it leaves. It is written apart from the proxy's ``core/responses.py`` on
+purpose: the two must agree through the wire, not through shared code.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import fastapi_poe as fp
+import pydantic
+from openai.types.responses import Response as ResponseObject
+from openai.types.responses import ResponseStreamEvent
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from .bots import BOT_NAMES
+
+EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
+
+
+def text_of(content: Any) -> str:
+    if isinstance(content, list):
+        return "\n\n".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def chat_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The Responses request as the chat body ``to_query`` reads."""
+    items = body["input"]
+    messages: list[dict[str, Any]] = []
+    if body.get("instructions"):
+        messages.append({"role": "system", "content": body["instructions"]})
+    for item in [{"role": "user", "content": items}] if isinstance(items, str) else items:
+        kind = item.get("type", "message")
+        if kind == "message":
+            messages.append({"role": item["role"], "content": text_of(item["content"])})
+        elif kind == "function_call":
+            function = {"name": item["name"], "arguments": item["arguments"]}
+            call = {"id": item["call_id"], "type": "function", "function": function}
+            if messages and messages[-1]["role"] == "assistant":
+                messages[-1].setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        elif kind == "function_call_output":
+            messages.append(
+                {"role": "tool", "tool_call_id": item["call_id"], "content": text_of(item["output"])}
+            )
+    tools = [
+        {"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters") if k in t}}
+        for t in body.get("tools") or []
+        if t.get("type") == "function"
+    ]
+    return {"model": body["model"], "messages": messages, **({"tools": tools} if tools else {})}
+
+
+class Answer:
+    """The output items of one answer, and the events that build them, from chat deltas."""
+
+    def __init__(self) -> None:
+        self.output: list[dict[str, Any]] = []
+        self.text = ""
+        self._message: dict[str, Any] | None = None
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def delta(self, delta: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        if delta.get("content"):
+            yield from self._text(delta["content"])
+        for call in delta.get("tool_calls") or []:
+            yield from self._call(call)
+
+    def _text(self, text: str) -> Iterator[dict[str, Any]]:
+        message = self._message
+        if message is None:
+            message = {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant"}
+            message.update(status="in_progress", content=[])
+            self._message = message
+            self.output.append(message)
+            yield {
+                "type": "response.output_item.added",
+                "output_index": len(self.output) - 1,
+                "item": dict(message),
+            }
+            part = {"type": "output_text", "text": "", "annotations": []}
+            yield {"type": "response.content_part.added", **self._where(message), "part": part}
+        self.text += text
+        yield {"type": "response.output_text.delta", **self._where(message), "delta": text, "logprobs": []}
+
+    def _where(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {"item_id": message["id"], "output_index": self.output.index(message), "content_index": 0}
+
+    def _call(self, call: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        function = call.get("function") or {}
+        item = self._calls.get(call["index"])
+        if item is None:
+            item = {"id": f"fc_{uuid.uuid4().hex}", "type": "function_call", "status": "in_progress"}
+            item.update(call_id=call.get("id") or f"call_{uuid.uuid4().hex}", name=function.get("name"))
+            item["arguments"] = ""
+            self._calls[call["index"]] = item
+            self.output.append(item)
+            yield {
+                "type": "response.output_item.added",
+                "output_index": len(self.output) - 1,
+                "item": dict(item),
+            }
+        fragment = function.get("arguments") or ""
+        item["arguments"] += fragment
+        if fragment:
+            index = self.output.index(item)
+            yield {
+                "type": "response.function_call_arguments.delta",
+                "item_id": item["id"],
+                "output_index": index,
+                "delta": fragment,
+            }
+
+    def close(self) -> Iterator[dict[str, Any]]:
+        message = self._message
+        if message is not None:
+            part = {"type": "output_text", "text": self.text, "annotations": []}
+            message.update(status="completed", content=[part])
+            where = self._where(message)
+            yield {"type": "response.output_text.done", **where, "text": self.text, "logprobs": []}
+            yield {"type": "response.content_part.done", **where, "part": part}
+            yield {
+                "type": "response.output_item.done",
+                "output_index": where["output_index"],
+                "item": message,
+            }
+        for item in self._calls.values():
+            item["status"] = "completed"
+            index = self.output.index(item)
+            yield {
+                "type": "response.function_call_arguments.done",
+                "item_id": item["id"],
+                "output_index": index,
+                "arguments": item["arguments"],
+            }
+            yield {"type": "response.output_item.done", "output_index": index, "item": item}
+
+
+def responses_route(
+    bot_messages: Callable[[dict[str, Any], str], AsyncIterator[fp.PartialResponse]],
+    deltas: Callable[[fp.PartialResponse], list[dict[str, Any]]],
+    authorized: Callable[[Request], Response | None],
+) -> Callable[[Request], Any]:
+    async def responses(request: Request) -> Response:
+        refused = authorized(request)
+        if refused is not None:
+            return refused
+        body = await request.json()
+        if body["model"].lower() not in BOT_NAMES:
+            error = {
+                "message": f"The model `{body['model']}` does not exist",
+                "type": "invalid_request_error",
+            }
+            return JSONResponse({"error": {**error, "param": None, "code": "model_not_found"}}, 404)
+        chat = chat_body(body)
+        prompt = sum(len(text_of(m.get("content")).split()) for m in chat["messages"])
+        response_id, created = f"resp_{uuid.uuid4().hex}", int(time.time())
+        messages = bot_messages(chat, str(request.base_url))
+
+        def response(status: str, answer: Answer, error: dict[str, str] | None = None) -> dict[str, Any]:
+            words = len(answer.text.split())
+            usage = {
+                "input_tokens": prompt,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens": words,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": prompt + words,
+            }
+            value = {
+                "id": response_id,
+                "object": "response",
+                "created_at": created,
+                "status": status,
+                "error": error,
+                "model": body["model"],
+                "output": answer.output,
+                "parallel_tool_calls": True,
+                "tool_choice": body.get("tool_choice", "auto"),
+                "tools": body.get("tools") or [],
+                "usage": usage if status == "completed" else None,
+            }
+            return ResponseObject.model_validate(value).model_dump(mode="json", exclude_unset=True)
+
+        async def events() -> AsyncIterator[dict[str, Any]]:
+            """The event sequence, as the bot's messages arrive."""
+            answer = Answer()
+            yield {"type": "response.created", "response": response("in_progress", Answer())}
+            try:
+                async for partial in messages:
+                    for delta in deltas(partial):
+                        for event in answer.delta(delta):
+                            yield event
+            except fp.client.BotError as exc:
+                failure = {"code": "server_error", "message": f"bot error: {exc}"}
+                yield {"type": "response.failed", "response": response("failed", answer, failure)}
+                return
+            for event in answer.close():
+                yield event
+            yield {"type": "response.completed", "response": response("completed", answer)}
+
+        if not body.get("stream"):
+            final: dict[str, Any] = {}
+            async for event in events():
+                final = event
+            return JSONResponse(final["response"])
+
+        async def stream() -> AsyncIterator[bytes]:
+            sequence = 0
+            async for event in events():
+                checked = EVENT.validate_python({**event, "sequence_number": sequence})
+                data = json.dumps(checked.model_dump(mode="json", exclude_unset=True))
+                yield f"event: {event['type']}\ndata: {data}\n\n".encode()
+                sequence += 1
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    return responses

@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 LITELLM_VERSION ?= 1.108.7
 
-.PHONY: serve serve-netlify test lint bench clean deploy-aws deploy-vercel
+.PHONY: serve serve-netlify serve-deno test lint bench clean deploy-aws deploy-vercel
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,13 +67,29 @@ $(NETLIFY_BUNDLE): netlify/functions/openai.mts adapters/web.mts $(NPM_TOOLS)/.i
 	$(NPM_TOOLS)/.bin/esbuild netlify/functions/openai.mts --bundle --platform=node --format=esm \
 		--target=node20 --external:pyodide --log-level=warning --outfile=$@
 
+# Deno, pinned in pyproject.toml (the deno extra: Deno's binary as a PyPI wheel); Pyodide from npm
+# through deno.json, fetched into Deno's cache once so that serving needs no network.
+$(VENV)/.deno-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[deno]'
+	touch $@
+DENO_RUN := $(BIN)/deno run --config deno/deno.json --frozen --cached-only --allow-net --allow-read --allow-env \
+	--unstable-no-legacy-abort
+deno/.installed: deno/deno.json deno/deno.lock $(VENV)/.deno-installed
+	$(BIN)/deno install --config deno/deno.json --frozen --entrypoint deno/main.ts
+	touch $@
+
+## serve-deno: the proxy under Deno on $HOST:$PORT (Deno.serve and the web-standard driver, as
+## Deno Deploy runs it), with the same environment as make serve.
+serve-deno: deno/.installed
+	HOST="$(HOST)" PORT="$(PORT)" $(DENO_RUN) deno/main.ts
+
 ## serve-netlify: the Netlify function on $HOST:$PORT, run as Netlify's Functions runtime runs it
 ## (Node, a WHATWG Request per call, the Response streamed back), with the same environment.
 serve-netlify: $(NETLIFY_BUNDLE)
 	POE_PROXY_SOURCE_DIR="$(CURDIR)" node tools/serve-web.mjs $(NETLIFY_BUNDLE) "$(HOST)" "$(PORT)"
 
 ## test: lint, types, and the whole test suite.
-test: $(VENV)/.dev-installed $(NPM_TOOLS)/.installed $(NETLIFY_MODULES)/.installed $(WHEELS)/.downloaded \
+test: $(VENV)/.dev-installed $(NPM_TOOLS)/.installed $(NETLIFY_MODULES)/.installed $(WHEELS)/.downloaded deno/.installed \
 		$(VERCEL_CACHE)/.warmed lint
 	$(BIN)/python -m pytest
 
@@ -106,4 +122,4 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(NPM_TOOLS) $(NETLIFY_MODULES) $(WHEELS) $(VERCEL_CACHE) .serverless netlify/.build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(NPM_TOOLS) $(NETLIFY_MODULES) $(WHEELS) $(VERCEL_CACHE) deno/.installed .serverless netlify/.build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -24,6 +24,8 @@ export interface Host {
   pyodide(): Promise<PyodideInterface>;
   /** Where the one log line per request goes. */
   log?(line: string): void;
+  /** The runtime's `fetch`, where it needs help (default: the global one). */
+  fetch?: typeof fetch;
 }
 
 interface Core {
@@ -56,8 +58,9 @@ type Reason = "refused" | "connect_timeout" | "timeout" | "reset";
 function failureReason(error: unknown, answered: boolean): Reason {
   if ((error as Error)?.name === "TimeoutError") return "timeout";
   if (answered) return "reset";
-  const cause = (error as { cause?: { code?: string } })?.cause?.code ?? String(error);
-  return /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|refused/i.test(cause) ? "refused" : "reset";
+  const cause = (error as { cause?: { code?: string } })?.cause;
+  const said = `${String(error)} ${cause?.code ?? ""} ${String(cause ?? "")}`;
+  return /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|refused|dns error/i.test(said) ? "refused" : "reset";
 }
 
 /** `work`, failed with a TimeoutError (aborting `abort`) if it takes longer than `ms`. */
@@ -118,7 +121,10 @@ class Call {
       const drain = (): Promise<void> => reader.read().then(({ done }) => (done ? undefined : drain()));
       drain().catch(() => {});
     } else {
-      this.abort.abort(); // closing the connection cancels the call at Poe
+      // Closing the connection cancels the call at Poe (cancelling the body too: Deno's fetch
+      // does not drop a connection whose response has begun on the abort alone).
+      this.abort.abort();
+      this.reader?.cancel().catch(() => {});
     }
   }
 }
@@ -156,7 +162,7 @@ async function serve(core: Core, host: Host, request: Request): Promise<Response
   ) as PyProxy;
   const calls = new Map<number, Call>();
   const stopAll = () => {
-    for (const call of calls.values()) call.abort.abort();
+    for (const call of calls.values()) call.stop(false);
     calls.clear();
   };
 
@@ -220,7 +226,7 @@ async function serve(core: Core, host: Host, request: Request): Promise<Response
       else if (kind === "call") {
         const [id, method, target, headers, content] = fields as [number, string, string, Record<string, string>, unknown];
         const request = (signal: AbortSignal) =>
-          fetch(target, { method, headers, body: bytesOrNull(content), signal });
+          (host.fetch ?? fetch)(target, { method, headers, body: bytesOrNull(content), signal });
         // The head may take connecting and the bot's first event; each read, a read timeout.
         const timeouts = { head: core.connectTimeout + core.readTimeout, read: core.readTimeout };
         calls.set(id, new Call(id, request, timeouts));

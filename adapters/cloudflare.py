@@ -1,0 +1,222 @@
+"""Cloudflare Workers: the proxy as a native Python Worker.
+
+How the platform calls it: ``wrangler.toml`` names this module as ``main`` with the
+``python_workers`` compatibility flag; workerd runs it in Pyodide and calls ``Default.fetch`` for
+each request, with the Worker's variables and secrets in ``self.env`` (the same names as every
+other host's environment).
+
+What it does: the asyncio driver (``adapters/driver.py``) runs ``core.exchange`` exactly as under
+uvicorn; only the two sides of the I/O differ. Calls to Poe go through the runtime's ``fetch``
+(``FetchUpstream``), and the answer goes back as a JavaScript ``Response``.
+
+How it streams: for real. At ``Respond`` with more to come, the Response is returned at once
+around a ``TransformStream`` whose writable side receives each write; ``ctx.waitUntil`` keeps
+the request's work alive while it streams. A client that leaves makes the next write fail, which
+ends the driver and so closes the calls to Poe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import js  # type: ignore[import-not-found]
+from pyodide.ffi import JsException, create_proxy, to_js  # type: ignore[import-not-found]
+from workers import WorkerEntrypoint  # type: ignore[import-not-found]
+
+from core.exchange import FailureReason, Proxy, Respond, StartCall
+from core.settings import Settings
+
+from .driver import CallFailed, drive
+
+
+def new_token() -> str:
+    return os.urandom(16).hex()
+
+
+def _buffer(data: bytes) -> Any:
+    """``data`` as a JavaScript Uint8Array (a copy: the Python bytes may go away)."""
+    return to_js(data)
+
+
+def _reason(error: BaseException, answered: bool) -> FailureReason:
+    cause = getattr(getattr(error, "js_error", None), "cause", None)  # Node's fetch names it there
+    text = f"{error} {getattr(cause, 'code', '')} {cause or ''}"
+    if "TimeoutError" in text or isinstance(error, TimeoutError):
+        return "timeout"
+    if answered:
+        return "reset"
+    return "refused" if "refused" in text.lower() or "dns" in text.lower() else "reset"
+
+
+class FetchResponse:
+    """A ``fetch`` Response as the driver's ``UpstreamResponse``."""
+
+    def __init__(self, response: Any, abort: Any, read_timeout: float) -> None:
+        self._response = response
+        self._abort = abort
+        self._read_timeout = read_timeout
+        self._reader: Any = None
+        self.status = int(response.status)
+        self.headers: Mapping[str, str] = js.Object.fromEntries(response.headers).to_py()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        self._reader = self._response.body.getReader()
+        while True:
+            try:
+                result = await asyncio.wait_for(self._reader.read(), self._read_timeout)
+            except TimeoutError:
+                self._abort.abort()
+                raise CallFailed("timeout") from None
+            except JsException as exc:
+                raise CallFailed(_reason(exc, answered=True)) from None
+            if result.done:
+                return
+            yield result.value.to_bytes()
+
+    async def aclose(self) -> None:
+        self._abort.abort()  # closing the connection cancels the call at Poe
+
+    def finish_in_background(self, seconds: float) -> None:
+        return None  # the runtime reads and pools what is left itself
+
+
+class FetchUpstream:
+    """The driver's ``Upstream`` on the runtime's ``fetch``, with the settings' timeouts."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._connect_timeout = settings.connect_timeout
+        self._read_timeout = settings.read_timeout
+
+    async def send(self, call: StartCall) -> FetchResponse:
+        abort = js.AbortController.new()
+        init: dict[str, Any] = {"method": call.method, "headers": call.headers, "signal": abort.signal}
+        if call.body is not None:
+            init["body"] = _buffer(call.body)
+        request = js.fetch(call.url, to_js(init, dict_converter=js.Object.fromEntries))
+        try:
+            response = await asyncio.wait_for(request, self._connect_timeout + self._read_timeout)
+        except TimeoutError:
+            abort.abort()
+            raise CallFailed("timeout") from None
+        except JsException as exc:
+            raise CallFailed(_reason(exc, answered=False)) from None
+        return FetchResponse(response, abort, self._read_timeout)
+
+
+def _init(status: int, headers: Any) -> Any:
+    return to_js({"status": status, "headers": headers}, dict_converter=js.Object.fromEntries)
+
+
+class WorkerClient:
+    """The driver's ``Client`` on a Worker's request and Response."""
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+        self.response: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._writer: Any = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.left = False
+        # The stream's promises may reject with a reason that is not an Error (a cancel's), which
+        # Pyodide cannot raise: each is awaited through ``.catch(self._failed)`` instead.
+        self._failed = create_proxy(lambda reason: True)
+
+    async def read_body(self) -> tuple[bytes, bool]:
+        buffer = await self._request.arrayBuffer()
+        return buffer.to_bytes(), False
+
+    async def respond(self, response: Respond) -> None:
+        headers = to_js(response.headers, dict_converter=js.Object.fromEntries)
+        status = response.status
+        if not response.more:
+            body = None if status == 204 else _buffer(response.body)
+            self.response.set_result(js.Response.new(body, _init(status, headers)))
+            return
+        stream = js.TransformStream.new()
+        self._writer = stream.writable.getWriter()
+        self._watcher = asyncio.ensure_future(self._watch(asyncio.current_task()))
+        self.response.set_result(js.Response.new(stream.readable, _init(status, headers)))
+        await self.write(response.body)
+
+    async def _watch(self, driver: asyncio.Task[Any] | None) -> None:
+        """A client that leaves cancels the stream's readable side, which errors the writer: stop
+        the driver then, even while it waits for Poe (and so close the calls to Poe)."""
+        if await self._writer.closed.catch(self._failed):
+            self.left = True
+            if driver is not None:
+                driver.cancel()
+
+    async def write(self, data: bytes) -> None:
+        if data and await self._writer.write(_buffer(data)).catch(self._failed):
+            self.left = True
+            raise ConnectionResetError("the client left")
+
+    async def end(self) -> None:
+        if self._writer is not None and not self.left:
+            await self._writer.close().catch(self._failed)
+
+    def stop_watching(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+        self._failed.destroy()
+
+    def calls_started(self) -> None:
+        return None  # a client that leaves is noticed at the next write
+
+
+def log(record: dict[str, Any], bug: BaseException | None, started: float) -> None:
+    """The request's one log line (Workers Logs keeps what the Worker writes to the console)."""
+    if bug is not None:
+        js.console.error(f"core failed: {bug!r}")
+    record["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    js.console.log(js.JSON.stringify(to_js(record, dict_converter=js.Object.fromEntries)))
+
+
+_proxies: dict[tuple[tuple[str, str], ...], tuple[Proxy, FetchUpstream]] = {}
+
+
+def _proxy(env: Any) -> tuple[Proxy, FetchUpstream]:
+    """One proxy (and so one model list cache) per isolate and set of variables."""
+    variables = tuple(sorted((str(k), v) for k, v in js.Object.entries(env) if isinstance(v, str)))
+    if variables not in _proxies:
+        settings = Settings.from_mapping(dict(variables))
+        _proxies[variables] = (Proxy(settings), FetchUpstream(settings))
+    return _proxies[variables]
+
+
+class Default(WorkerEntrypoint):  # type: ignore[misc]
+    async def fetch(self, request: Any) -> Any:
+        request = getattr(request, "js_object", request)
+        proxy, upstream = _proxy(self.env)
+        headers = js.Object.fromEntries(request.headers).to_py()  # names come lowercase
+        path = js.decodeURIComponent(js.URL.new(request.url).pathname)
+        exchange = proxy.request(request.method, path, headers, new_token=new_token, now=time.time())
+        client = WorkerClient(request)
+        started = time.perf_counter()
+
+        async def run() -> None:
+            try:
+                await drive(exchange, client, upstream)
+            except asyncio.CancelledError:
+                if not client.left:
+                    raise
+            except Exception as exc:
+                if client.response.done():  # a write failed: the client left
+                    exchange.record.setdefault("status", 499)
+                else:  # a failure of this host's own: core still answers (a 500)
+                    exchange.crash(exc)
+                    try:
+                        await drive(exchange, client, upstream)
+                    except Exception as again:
+                        client.response.set_exception(again)
+            finally:
+                client.stop_watching()
+                log(exchange.record, exchange.bug, started)
+
+        task = asyncio.ensure_future(run())
+        response = await client.response
+        self.ctx.waitUntil(create_proxy(task))
+        return response

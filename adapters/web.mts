@@ -20,8 +20,8 @@ export interface Host {
   environment: Record<string, string>;
   /** The Python sources to run: paths like "core/exchange.py" with their contents. */
   sources(): Promise<Array<[string, Uint8Array]>>;
-  /** Pyodide, started (from a memory snapshot where the host has one). */
-  pyodide(): Promise<PyodideInterface>;
+  /** Pyodide, started; `digest` names the sources (see `startPyodide`). */
+  pyodide(digest: string): Promise<PyodideInterface>;
   /** Where the one log line per request goes. */
   log?(line: string): void;
   /** The runtime's `fetch`, where it needs help (default: the global one). */
@@ -36,14 +36,59 @@ interface Core {
   readTimeout: number;
 }
 
-async function boot(host: Host): Promise<Core> {
-  const py = await host.pyodide();
-  for (const [path, content] of await host.sources()) {
+/** A digest of the Python sources: a memory snapshot made from other sources is stale. */
+export async function sourcesDigest(sources: Array<[string, Uint8Array]>): Promise<string> {
+  const parts = sources.toSorted(([a], [b]) => (a < b ? -1 : 1)).flatMap(([path, content]) => [
+    new TextEncoder().encode(`${path}\0${content.length}\0`),
+    content,
+  ]);
+  const whole = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
+  parts.reduce((offset, part) => (whole.set(part, offset), offset + part.length), 0);
+  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", whole));
+  return Array.from(hash, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/** Put the sources where Python imports them from, and import the bridge (and so core). */
+export function importSources(py: PyodideInterface, sources: Array<[string, Uint8Array]>): PyProxy {
+  for (const [path, content] of sources) {
     py.FS.mkdirTree(`/proxy/${path.slice(0, path.lastIndexOf("/"))}`);
     py.FS.writeFile(`/proxy/${path}`, content);
   }
   py.runPython("import sys; sys.path.insert(0, '/proxy')");
-  const bridge = py.pyimport("adapters.pyodide_bridge") as PyProxy;
+  return py.pyimport("adapters.pyodide_bridge") as PyProxy;
+}
+
+export interface Snapshot {
+  /** What it was made from: Pyodide's version and the sources' digest. */
+  pyodide: string;
+  sources: string;
+  memory: Uint8Array;
+}
+
+/**
+ * Pyodide from a memory snapshot made with the sources already imported (seconds less of start),
+ * if there is one made by this Pyodide from these sources; otherwise a plain start, said in the
+ * log. `load` is the host's `loadPyodide`; `version` is its package's version.
+ */
+export async function startPyodide(
+  load: (options?: Record<string, unknown>) => Promise<PyodideInterface>,
+  version: string,
+  digest: string,
+  snapshot: Snapshot | undefined,
+  log: (line: string) => void = console.log,
+): Promise<PyodideInterface> {
+  if (snapshot && snapshot.pyodide === version && snapshot.sources === digest) {
+    return load({ _loadSnapshot: snapshot.memory });
+  }
+  const why = !snapshot ? "there is none" : snapshot.pyodide !== version ? "another Pyodide made it" : "the sources changed";
+  log(JSON.stringify({ message: `no memory snapshot (${why}): a plain Pyodide start` }));
+  return load();
+}
+
+async function boot(host: Host): Promise<Core> {
+  const sources = await host.sources();
+  const py = await host.pyodide(await sourcesDigest(sources));
+  const bridge = importSources(py, sources); // already imported, when from a snapshot
   // Invalid settings fail here, on every request, as the ASGI app refuses to start.
   const proxy = bridge.start(host.environment) as PyProxy;
   const settings = proxy.settings as PyProxy;

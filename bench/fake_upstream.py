@@ -2,10 +2,11 @@
 and the OpenAI-compatible API (``POST /v1/chat/completions``, streamed or not, with usage).
 
 aiohttp on uvloop, so the upstream is not what the benchmark measures. Shape of every answer,
-from the environment: FAKE_CHUNKS (default 8), FAKE_CHUNK_DELAY (s between chunks, default 0) and
-FAKE_FIRST_DELAY (s before the first chunk, default 0). A bot or model whose name contains
-``ttfb`` waits 50 ms before its first chunk (every proxy passes the model name through). Events
-with no pause between them go out in one write, as a server's buffer would send them.
+from the environment: FAKE_CHUNKS (default 32), FAKE_CHUNK_DELAY (s between chunks, default 0)
+and FAKE_FIRST_DELAY (s before the first chunk, default 0). A bot or model whose name ends in
+``-e<N>`` answers with N events instead (``fake-e300``); one whose name contains ``ttfb`` waits
+50 ms before its first chunk (every proxy passes the model name through). Events with no pause
+between them go out in one write, as a server's buffer would send them.
 Usage: python bench/fake_upstream.py <port>
 """
 
@@ -22,10 +23,16 @@ from collections.abc import AsyncIterator
 import uvloop
 from aiohttp import web
 
-CHUNKS = int(os.environ.get("FAKE_CHUNKS", "8"))
+CHUNKS = int(os.environ.get("FAKE_CHUNKS", "32"))
 CHUNK_DELAY = float(os.environ.get("FAKE_CHUNK_DELAY", "0"))
 FIRST_DELAY = float(os.environ.get("FAKE_FIRST_DELAY", "0"))
 WORD = "token "
+
+
+def events(name: str) -> int:
+    """How many content events ``name`` answers with."""
+    head, _, count = name.rpartition("-e")
+    return int(count) if head and count.isdigit() else CHUNKS
 
 
 def delays(name: str) -> tuple[float, float]:
@@ -36,7 +43,7 @@ async def paced(name: str) -> AsyncIterator[list[int]]:
     """The chunk indexes, in groups: a group is what can be written at once (no pause inside)."""
     first, between = delays(name)
     group: list[int] = []
-    for index in range(CHUNKS):
+    for index in range(events(name)):
         pause = first if index == 0 else between
         if pause:
             if group:
@@ -68,7 +75,6 @@ async def bot(request: web.Request) -> web.StreamResponse:
     return response
 
 
-USAGE = {"prompt_tokens": 10, "completion_tokens": CHUNKS, "total_tokens": 10 + CHUNKS}
 STARTED = int(time.time())
 
 
@@ -86,9 +92,13 @@ def chat_events(model: str) -> tuple[list[bytes], bytes, bytes]:
 
     content = [
         event([choice({"role": "assistant", "content": WORD} if i == 0 else {"content": WORD})])
-        for i in range(CHUNKS)
+        for i in range(events(model))
     ]
-    return content, event([choice({}, "stop")]), event([], USAGE)
+    return content, event([choice({}, "stop")]), event([], usage_of(model))
+
+
+def usage_of(model: str) -> dict[str, int]:
+    return {"prompt_tokens": 10, "completion_tokens": events(model), "total_tokens": 10 + events(model)}
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -97,11 +107,11 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if not body.get("stream"):
         first, between = delays(model)
         if first or between:
-            await asyncio.sleep(first + between * max(CHUNKS - 1, 0))
-        message = {"role": "assistant", "content": WORD * CHUNKS}
+            await asyncio.sleep(first + between * max(events(model) - 1, 0))
+        message = {"role": "assistant", "content": WORD * events(model)}
         choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
         answer = {"id": "chatcmpl-fake", "object": "chat.completion", "created": STARTED, "model": model}
-        return web.json_response({**answer, "choices": [choice], "usage": USAGE})
+        return web.json_response({**answer, "choices": [choice], "usage": usage_of(model)})
     response = await sse(request)
     content, finish, usage = chat_events(model)
     async for group in paced(model):

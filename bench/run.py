@@ -12,104 +12,32 @@ layers taken away (``bench/ablations.py``) and the upstream clients side by side
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
-PYTHON = sys.executable
-LITELLM = BENCH / ".venv-litellm" / "bin" / "litellm"
-SERVER_CORE, LOAD_CORE = "0", "1"
-PAYLOAD = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
-AUTH = {"Authorization": "Bearer sk-bench-000000000000000000000000"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pinned(core: str, command: list[str]) -> list[str]:
-    return ["taskset", "-c", core, *command]
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> float:
-    """Seconds from now until ``url`` answers a chat with 200."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.post(url, json=PAYLOAD, headers=AUTH, timeout=2).status_code == 200:
-                return time.perf_counter() - started
-        time.sleep(0.01)
-    raise RuntimeError(f"{process.args!r} did not answer at {url}")
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and its descendants, leaving out ``make`` itself."""
-    total = 0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        with contextlib.suppress(FileNotFoundError):
-            status = Path(f"/proc/{current}/status").read_text()
-            name = status.split("\n", 1)[0].split()[-1]
-            if name != "make":
-                total += int(
-                    next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
-                )
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(c) for c in (task / "children").read_text().split()]
-    return total / 1024
-
-
-@contextlib.contextmanager
-def server(
-    command: list[str], env: dict[str, str], url: str
-) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        pinned(SERVER_CORE, command),
-        env={**os.environ, **env},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_ready(url, process)
-        yield process, time.perf_counter() - started
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 15)
-        process.wait(timeout=20)
-
-
-def load(spec: dict[str, Any]) -> dict[str, Any]:
-    done = subprocess.run(
-        pinned(LOAD_CORE, [PYTHON, "-m", "bench.load", json.dumps(spec)]),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-        cwd=ROOT,
-    )
-    return dict(json.loads(done.stdout))
+from bench.hosts import floor_us_per_event, host_costs, pyodide_cpu
+from bench.support import (
+    AUTH,
+    BENCH,
+    LITELLM,
+    LOAD_CORE,
+    PYTHON,
+    ROOT,
+    SERVER_CORE,
+    free_port,
+    load,
+    pinned,
+    server,
+    tree_rss_mb,
+)
 
 
 def throughput(url: str, runs: int = 3) -> dict[str, Any]:
@@ -124,6 +52,9 @@ def measure(url: str) -> dict[str, Any]:
     return {
         "latency_c1": load({"kind": "latency", "url": url, "model": "fake", "n": 1000}),
         "throughput_c32": throughput(url),
+        "throughput_c32_300": load(
+            {"kind": "throughput", "url": url, "model": "fake-e300", "c": 32, "seconds": 4}
+        ),
         "stream_c1": load({"kind": "stream", "url": url, "model": "fake-ttfb", "c": 1, "n": 40}),
         "stream_c32": load({"kind": "stream", "url": url, "model": "fake-ttfb", "c": 32, "n": 320}),
     }
@@ -307,6 +238,10 @@ def main() -> None:
                 figures["rss_mb_after_load"] = tree_rss_mb(process.pid)
             results["targets"][name] = figures
         results["ablations"] = ablations(upstream)
+        results["hosts"] = host_costs(upstream)
+        results["floor_us_per_event"] = floor_us_per_event()
+        print("-- core in Pyodide", file=sys.stderr, flush=True)
+        results["pyodide"] = pyodide_cpu()
         print("-- upstream clients", file=sys.stderr, flush=True)
         clients = subprocess.run(
             pinned(SERVER_CORE, [PYTHON, "-m", "bench.transports", upstream]),
@@ -340,6 +275,7 @@ def report(results: dict[str, Any]) -> str:
         lat = figures["latency_c1"]
         added = lat["p50_ms"] - direct["latency_c1"]["p50_ms"]
         rps = figures["throughput_c32"]["rps"]
+        rps_300 = figures["throughput_c32_300"]["rps"]
         ratio_direct = rps / direct["throughput_c32"]["rps"]
         ratio_minimal = rps / minimal["throughput_c32"]["rps"] if minimal else float("nan")
         s1, s32 = figures["stream_c1"], figures["stream_c32"]
@@ -347,6 +283,7 @@ def report(results: dict[str, Any]) -> str:
         rss = figures.get("rss_mb_after_load")
         return (
             f"| {name} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {added:+.2f} | {rps:,.0f} | "
+            f"{rps_300:,.0f} | "
             f"{ratio_direct:.2f} | {ratio_minimal:.2f} | "
             f"{s1['ttfb_p50_ms']:.1f} | {s1['total_p50_ms']:.1f} | "
             f"{s32['ttfb_p50_ms']:.1f} | {s32['total_p50_ms']:.1f} | "
@@ -361,14 +298,15 @@ def report(results: dict[str, Any]) -> str:
         f"Python {m['python']}, {m['os']}.",
         "Each server is pinned to core 0; the fake upstream (aiohttp on uvloop) and the load generator",
         "(its own process: asyncio protocols + httptools on uvloop, one keep-alive connection per",
-        "worker) share core 1. Every target relays to the same fake upstream, which answers 8 chunks;",
-        "streams use a model whose first chunk comes after 50 ms. Ours asks upstream for an event",
-        "stream and converts it; the relays pass the upstream's answer through as it is.",
+        "worker) share core 1. Every target relays to the same fake upstream, which answers with 32",
+        "events (a short answer; the 300-event column is a long one); streams use a model whose first",
+        "chunk comes after 50 ms. Ours asks upstream for an event stream and converts it; the relays",
+        "pass the upstream's answer through as it is.",
         "",
-        "| target | p50 ms (c=1) | p99 ms | added p50 vs direct | req/s (c=32) | x direct "
-        "| x minimal relay | stream TTFB p50 (c=1) | total | TTFB p50 (c=32) | total "
+        "| target | p50 ms (c=1) | p99 ms | added p50 vs direct | req/s (c=32) | req/s, 300 events "
+        "| x direct | x minimal relay | stream TTFB p50 (c=1) | total | TTFB p50 (c=32) | total "
         "| cold start ms | RSS MB after load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [row(name, figures) for name, figures in targets.items()]
     headroom = results.get("headroom")
@@ -414,7 +352,8 @@ def report(results: dict[str, Any]) -> str:
             "|---|---|",
         ]
         lines += [f"| {name} | {us:.1f} |" for name, us in clients.items()]
-    lines += ["", "Targets (issue 6), from this run:", ""]
+    lines += hosts_report(results)
+    lines += ["", "Targets, from this run:", ""]
     lines += [f"* {text}: {'met' if ok else 'NOT met'}" for text, ok in targets_met(results)]
     imports = results.get("import_ms", {})
     lines += ["", "Import time of the entry modules (fresh interpreter, median of 7):", ""]
@@ -433,6 +372,45 @@ def report(results: dict[str, Any]) -> str:
         ]
     lines += ["", f"Raw figures: `bench/results/{results['date']}.json`.", ""]
     return "\n".join(lines)
+
+
+def hosts_report(results: dict[str, Any]) -> list[str]:
+    hosts, floor, pyodide = results.get("hosts"), results.get("floor_us_per_event"), results.get("pyodide")
+    if not hosts:
+        return []
+    lines = [
+        "",
+        "Every host as `make serve-<host>` starts it (bot backend, one core): spawn to first answered",
+        "chat, and the CPU of the host's processes per request, answers of 32 and 300 events, 200",
+        "calls one at a time (`bench/hosts.py`). Per event: the 300-event cost less the 32-event one,",
+        f"over 268 events; the floor is decoding the event's JSON and encoding the chunk's once each "
+        f"({floor:.2f} us in this Python).",
+        "",
+        "| host | cold start ms | CPU ms, 32 events | streamed | CPU ms, 300 events | streamed "
+        "| us per event (streamed) | x floor | RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for host, h in hosts.items():
+        per_event = 1000 * (h["cpu_ms_300_stream"] - h["cpu_ms_32_stream"]) / 268
+        lines.append(
+            f"| {host} | {h['cold_start_ms']:,.0f} | {h['cpu_ms_32']:.2f} | {h['cpu_ms_32_stream']:.2f} | "
+            f"{h['cpu_ms_300']:.2f} | {h['cpu_ms_300_stream']:.2f} | {per_event:.1f} | "
+            f"{per_event / floor:.1f} | {h['rss_mb']:.0f} |"
+        )
+    if pyodide:
+        lines += [
+            "",
+            "core in Pyodide (`bench/pyodide_cpu.mjs`, Node): Pyodide's start "
+            f"{pyodide['pyodide_start_ms']:,.0f} ms of CPU, importing core "
+            f"{pyodide['import_core_ms']:,.0f} ms; from a memory snapshot with core imported "
+            f"({pyodide['snapshot_mib']:.1f} MiB) {pyodide['snapshot_start_ms']:,.0f} ms. Then per request, "
+            "core alone (no fetch, no server):",
+            "",
+            "| answer | CPU ms per request |",
+            "|---|---|",
+        ]
+        lines += [f"| {name} | {ms:.2f} |" for name, ms in pyodide["per_request_ms"].items()]
+    return lines
 
 
 def targets_met(results: dict[str, Any]) -> list[tuple[str, bool]]:
@@ -473,6 +451,36 @@ def targets_met(results: dict[str, Any]) -> list[tuple[str, bool]]:
         ),
         (f"importing the Lambda entry module <= 150 ms ({imported:.0f} ms)", imported <= 150),
     ]
+    rps_300 = min(ours["throughput_c32_300"]["rps"], bot["throughput_c32_300"]["rps"])
+    relay_300 = tuned["throughput_c32_300"]["rps"]
+    checks.append(
+        (
+            f"throughput at c=32 with 300-event answers >= 0.8x the aiohttp relay ({rps_300:.0f} vs "
+            f"{relay_300:.0f} req/s: {rps_300 / relay_300:.2f}x)",
+            rps_300 >= 0.8 * relay_300,
+        )
+    )
+    hosts, floor = results.get("hosts"), results.get("floor_us_per_event")
+    if hosts and floor:
+        serve = hosts["serve"]
+        per_event = 1000 * (serve["cpu_ms_300_stream"] - serve["cpu_ms_32_stream"]) / 268
+        checks.append(
+            (
+                f"CPU per streamed event <= 1.5x the floor (make serve: {per_event:.1f} vs {floor:.2f} us: "
+                f"{per_event / floor:.1f}x)",
+                per_event <= 1.5 * floor,
+            )
+        )
+        checks.append(
+            (
+                f"make serve: spawn to first answered chat <= 0.25 s ({serve['cold_start_ms'] / 1000:.2f} s)",
+                serve["cold_start_ms"] <= 250,
+            )
+        )
+        netlify = hosts["netlify"]["cold_start_ms"] / 1000
+        checks.append(
+            (f"make serve-netlify: spawn to first answered chat <= 0.6 s ({netlify:.2f} s)", netlify <= 0.6)
+        )
     if "LiteLLM" in t:
         cold, theirs = max(ours["cold_start_ms"], bot["cold_start_ms"]), t["LiteLLM"]["cold_start_ms"]
         checks.append((f"cold start <= 0.25x LiteLLM ({cold:.0f} vs {theirs:.0f} ms)", cold <= 0.25 * theirs))

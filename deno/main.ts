@@ -46,7 +46,7 @@ const handler = webHandler({
   fetch: fetchDecoded,
   environment: Deno.env.toObject(),
   sources: async () => (await Promise.all(SOURCES.map(read))).flat(),
-  pyodide: () => loadPyodide(),
+  pyodide: () => loadPyodide(), // a plain start: Deno Deploy keeps no build output to start from
 });
 
 Deno.serve(

@@ -43,10 +43,15 @@ def test_netlify_config_parses_and_names_the_function_setup() -> None:
     )
     assert done.returncode == 0, done.stderr
     config = json.loads(done.stdout)["config"]
-    assert config["build"]["command"] == "npm ci --prefix netlify"
+    assert config["build"]["command"] == "npm ci --prefix netlify && sh netlify/snapshot.sh"
     assert config["build"]["functions"].endswith("netlify/functions")
     assert config["build"]["publish"].endswith("netlify/public")
     functions = config["functions"]["*"]
     assert functions["node_bundler"] == "esbuild"
     assert functions["external_node_modules"] == ["pyodide"]
-    assert functions["included_files"] == ["core/*.py", "adapters/__init__.py", "adapters/pyodide_bridge.py"]
+    assert functions["included_files"] == [
+        "core/*.py",
+        "adapters/__init__.py",
+        "adapters/pyodide_bridge.py",
+        "netlify/.build/pyodide.snapshot*",
+    ]

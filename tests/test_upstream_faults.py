@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -16,7 +17,6 @@ from tests.conftest import OpenProxy
 from tests.hosts import Target
 from tests.peers.bots import POE_KEY
 from tests.peers.faulty import RESET, STALL, Answer, FaultyPoe, Handler
-from tests.peers.serve import free_port
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 Faulty = Callable[..., openai.AsyncOpenAI]
@@ -95,15 +95,20 @@ async def test_transport_faults(faulty: Faulty, answer: Answer, status: int, cod
     assert (caught.value.status_code, caught.value.code) == (status, code)
 
 
-async def test_poe_unreachable_is_503(open_proxy: OpenProxy) -> None:
-    nobody = f"http://127.0.0.1:{CLOSED_PORT}"
+@pytest.fixture(scope="session")
+def closed_port() -> Iterator[int]:
+    """A port nothing listens on, kept bound (not listening) so no server can take it meanwhile."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+async def test_poe_unreachable_is_503(open_proxy: OpenProxy, closed_port: int) -> None:
+    nobody = f"http://127.0.0.1:{closed_port}"
     async with open_proxy("bot", POE_BASE_URL=nobody).sdk() as sdk:
         with pytest.raises(openai.APIStatusError) as caught:
             await sdk.chat.completions.create(model="echo", messages=MESSAGES)
     assert (caught.value.status_code, caught.value.code) == (503, "upstream_connect_error")
-
-
-CLOSED_PORT = free_port()  # nothing listens there (one per session: one proxy process per host)
 
 
 @pytest.mark.parametrize(

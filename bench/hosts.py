@@ -1,0 +1,97 @@
+"""Every host, started as a user starts it (``make serve-<host>``), bot backend: cold start (spawn
+to first answered chat), memory, and the CPU each request costs the host's processes for answers
+of 32 and 300 events, streamed and not; with the floor for one event (decoding the upstream
+event's JSON and encoding the chunk's, once each) and core's own CPU per request in Pyodide.
+Used by ``bench/run.py``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.support import ROOT, SERVER_CORE, free_port, load, pinned, server, tree_rss_mb
+
+HOSTS = {"serve": "serve", "netlify": "serve-netlify", "deno": "serve-deno", "cloudflare": "serve-cloudflare"}
+ANSWERS = [("fake", 32), ("fake-e300", 300)]
+CALLS = 200
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User and system CPU of ``pid`` and its descendants so far."""
+    ticks = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return ticks / 100  # USER_HZ
+
+
+def cpu_per_call_ms(pid: int, spec: dict[str, Any]) -> float:
+    load({**spec, "n": 20})  # warm-up
+    before = tree_cpu_seconds(pid)
+    load({**spec, "n": CALLS})
+    return 1000 * (tree_cpu_seconds(pid) - before) / CALLS
+
+
+def host_costs(upstream: str) -> dict[str, dict[str, Any]]:
+    figures: dict[str, dict[str, Any]] = {}
+    for host, target in HOSTS.items():
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        env = {"POE_BASE_URL": upstream, "POE_BACKEND": "bot", "LOG_LEVEL": "WARNING"}
+        print(f"-- host: {host}", flush=True, file=sys.stderr)
+        with server(["make", "-s", target, f"PORT={port}"], env, url) as (process, cold):
+            row: dict[str, Any] = {"cold_start_ms": 1000 * cold}
+            for model, events in ANSWERS:
+                row[f"cpu_ms_{events}"] = cpu_per_call_ms(
+                    process.pid, {"kind": "latency", "url": url, "model": model}
+                )
+                row[f"cpu_ms_{events}_stream"] = cpu_per_call_ms(
+                    process.pid, {"kind": "stream", "url": url, "model": model, "c": 1}
+                )
+            row["rss_mb"] = tree_rss_mb(process.pid)
+        figures[host] = row
+    return figures
+
+
+def floor_us_per_event() -> float:
+    """Decoding one upstream event's JSON and encoding one chat chunk's, in this Python: the least
+    any converting proxy does per event."""
+    data = '{"text": "token "}'
+    chunk = {
+        "id": "chatcmpl-0123456789abcdef0123456789abcdef",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "fake",
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "delta": {"content": "token "}, "logprobs": None, "finish_reason": None}],
+    }
+    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+    rounds = 200_000
+    started = time.process_time()
+    for _ in range(rounds):
+        json.loads(data)
+        encoder.encode(chunk).encode()
+    return 1e6 * (time.process_time() - started) / rounds
+
+
+def pyodide_cpu() -> dict[str, Any]:
+    """core's CPU per request in Pyodide, and Pyodide's start (``bench/pyodide_cpu.mjs``)."""
+    done = subprocess.run(
+        pinned(SERVER_CORE, ["node", str(ROOT / "bench" / "pyodide_cpu.mjs"), str(ROOT)]),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return dict(json.loads(done.stdout))

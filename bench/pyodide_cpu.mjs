@@ -1,0 +1,88 @@
+// CPU that core spends in Pyodide per request, for the Pyodide hosts' plans (Cloudflare's free
+// plan allows 10 ms of CPU per request, Netlify Edge 50 ms): Pyodide's start and core's import,
+// the start from a memory snapshot with core imported, then one chat request answered from a bot stream of N text events, driven through
+// core.exchange with no I/O (the host's share, fetch and the network, is left out), streamed and
+// not. Prints JSON. Usage: node bench/pyodide_cpu.mjs <repository root>
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { loadPyodide } from "../tools/npm/node_modules/pyodide/pyodide.mjs";
+
+const root = process.argv[2];
+const cpuMs = (since) => {
+  const used = process.cpuUsage(since);
+  return (used.user + used.system) / 1000;
+};
+
+const bootStarted = process.cpuUsage();
+const py = await loadPyodide();
+const pyodideMs = cpuMs(bootStarted);
+py.FS.mkdirTree("/proxy/core");
+for (const name of readdirSync(join(root, "core")).filter((n) => n.endsWith(".py"))) {
+  py.FS.writeFile(`/proxy/core/${name}`, readFileSync(join(root, "core", name)));
+}
+py.runPython("import sys; sys.path.insert(0, '/proxy')");
+const importStarted = process.cpuUsage();
+py.runPython("import core.exchange");
+const importMs = cpuMs(importStarted);
+
+const answer = py.runPython(`
+import json
+from core.exchange import DONE, READ_BODY, WAIT, Proxy, StartCall
+from core.settings import Settings
+
+proxy = Proxy(Settings())
+token = iter(range(10**9))
+
+def answer(events, stream):
+    """One chat request through core, its bot stream fed in 1 KiB pieces as a socket would."""
+    body = json.dumps({"model": "bot", "messages": [{"role": "user", "content": "hi"}], "stream": stream}).encode()
+    sse = b"".join(b'event: text\\ndata: {"text": "token "}\\n\\n' for _ in range(events)) + b"event: done\\ndata: {}\\n\\n"
+    exchange = proxy.request("POST", "/v1/chat/completions", {"authorization": "Bearer k"},
+                             new_token=lambda: f"{next(token):032x}", now=0.0)
+    sent = 0
+    while (action := exchange.next_action()) is not DONE:
+        if action is READ_BODY:
+            exchange.body(body, False)
+        elif isinstance(action, StartCall):
+            call = action.call
+            exchange.answered(call, 200, {})
+            for start in range(0, len(sse), 1024):
+                exchange.data(call, sse[start:start + 1024])
+            exchange.ended(call)
+        elif hasattr(action, "data"):
+            sent += len(action.data)
+        elif hasattr(action, "body"):
+            sent += len(action.body)
+    return sent
+answer
+`);
+
+// From a memory snapshot made with core imported (what the Netlify function starts from).
+const maker = await loadPyodide({ _makeSnapshot: true });
+maker.FS.mkdirTree("/proxy/core");
+for (const name of readdirSync(join(root, "core")).filter((n) => n.endsWith(".py"))) {
+  maker.FS.writeFile(`/proxy/core/${name}`, readFileSync(join(root, "core", name)));
+}
+maker.runPython("import sys; sys.path.insert(0, '/proxy'); import core.exchange");
+const memory = maker.makeMemorySnapshot();
+const snapshotStarted = process.cpuUsage();
+await loadPyodide({ _loadSnapshot: memory });
+const snapshotMs = cpuMs(snapshotStarted);
+
+const results = {
+  pyodide_start_ms: pyodideMs,
+  import_core_ms: importMs,
+  snapshot_start_ms: snapshotMs,
+  snapshot_mib: memory.length / 2 ** 20,
+  per_request_ms: {},
+};
+for (const events of [32, 300]) {
+  for (const stream of [false, true]) {
+    for (let i = 0; i < 20; i++) answer(events, stream); // warm-up
+    const runs = 200;
+    const started = process.cpuUsage();
+    for (let i = 0; i < runs; i++) answer(events, stream);
+    results.per_request_ms[`${events} events, ${stream ? "streamed" : "not streamed"}`] = cpuMs(started) / runs;
+  }
+}
+console.log(JSON.stringify(results));

@@ -117,7 +117,7 @@ $(LITELLM_VENV)/.installed:
 	touch $@
 
 bench: $(VENV)/.bench-installed $(LITELLM_VENV)/.installed
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 ## deploy-aws: `sls deploy` with the pinned osls CLI (AWS credentials from the usual places).
 deploy-aws: $(NPM_TOOLS)/.installed

@@ -1,26 +1,9 @@
 """The machinery of one request: actions, steps, and the ``Exchange`` state machine.
 
-Hosts use it through ``core.exchange``. A flow (``core.routes``) is a generator that yields the
-steps it waits on (the request body, a group of upstream calls) and returns the response, or
-None when a step has already streamed it. The ``Exchange`` runs the flow and turns it into the
-actions a host performs; the host's loop::
-
-    exchange = proxy.request(method, path, headers, new_token=..., now=...)
-    while (action := exchange.next_action()) is not DONE:
-        READ_BODY  -> read some of the request body; exchange.body(data, more)
-        StartCall  -> start that HTTP call to Poe; as it goes, report
-                      exchange.answered(call, status, headers), exchange.data(call, bytes)...,
-                      exchange.ended(call), or exchange.failed(call, reason) at any point
-        StopCall   -> stop reading that call (``reuse``: its end is near, keep the connection;
-                      otherwise close it, which cancels the call at Poe)
-        Respond    -> send this status, these headers and this first body; ``more``: Writes follow
-        Write      -> send these bytes to the client
-        WAIT       -> wait for the next thing a running call reports (any call), and report it
-
-Everything a client can see is decided here and in the modules it drives: routing, auth,
-validation, which calls to make and in which order (uploads before a chat, one call per choice,
-a second call when a JSON answer does not validate), and the exact bytes of every answer,
-errors included. A host that stops early (the client left) just stops every call it started.
+Hosts use it through ``core.exchange`` (whose docstring shows the host's loop). A flow
+(``core.routes``) is a generator that yields the steps it waits on (the request body, a group
+of upstream calls) and returns the response, or None when a step has already streamed it; the
+``Exchange`` runs the flow and turns it into the actions a host performs.
 """
 
 from __future__ import annotations
@@ -28,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from .auth import resolve_poe_key
 from .errors import (
@@ -74,7 +57,6 @@ class UpstreamRequest(NamedTuple):
 class StartCall:
     """Make this HTTP request to Poe (``UpstreamRequest``'s fields, and the call's id)."""
 
-    kind: ClassVar[str] = "call"
     call: int
     method: str
     url: str
@@ -87,7 +69,6 @@ class StopCall:
     """Stop reading ``call``. ``reuse``: Poe has sent all that matters and the body's end is on
     its way, so let it arrive and keep the connection; otherwise close it (that stops Poe)."""
 
-    kind: ClassVar[str] = "stop"
     call: int
     reuse: bool
 
@@ -96,7 +77,6 @@ class StopCall:
 class Respond:
     """Send the response head and ``body``; if ``more``, ``Write`` actions follow until ``DONE``."""
 
-    kind: ClassVar[str] = "respond"
     status: int
     headers: dict[str, str]
     body: bytes
@@ -105,7 +85,6 @@ class Respond:
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    kind: ClassVar[str] = "write"
     data: bytes
 
 

@@ -1,8 +1,8 @@
-"""Every host, started as a user starts it (``make serve-<host>``), bot backend: cold start (spawn
-to first answered chat, once make has built what it builds on first use), memory, and the CPU each request costs the host's processes for answers
-of 32 and 300 events, streamed and not; with the floor for one event (decoding the upstream
-event's JSON and encoding the chunk's, once each) and core's own CPU per request in Pyodide.
-Used by ``bench/run.py``."""
+"""Every host, started as a user starts it (``make serve-<host>``), bot backend: cold start
+(spawn to first answered chat, once make has built what it builds on first use), memory, and
+the CPU each request costs the host's processes for answers of 32 and 300 events, streamed and
+not; with the floor for one event (decoding the upstream event's JSON and encoding the chunk's,
+once each) and core's own CPU per request in Pyodide. Used by ``bench/run.py``."""
 
 from __future__ import annotations
 

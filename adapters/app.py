@@ -24,7 +24,7 @@ import httpx
 from core.exchange import Exchange, Proxy, Respond
 from core.settings import Settings
 
-from .driver import drive
+from .driver import drive, new_token
 from .upstream import HttpxUpstream
 
 log = logging.getLogger("poe_openai_proxy")
@@ -33,11 +33,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-
-def new_token() -> str:
-    """32 random lowercase hex digits, for ids (uuid4().hex, without building a UUID)."""
-    return os.urandom(16).hex()
 
 
 class ClientDisconnected(Exception):  # an event, not an error

@@ -18,7 +18,6 @@ ends the driver and so closes the calls to Poe.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -30,11 +29,7 @@ from workers import WorkerEntrypoint  # type: ignore[import-not-found]
 from core.exchange import FailureReason, Proxy, Respond, StartCall
 from core.settings import Settings
 
-from .driver import CallFailed, drive
-
-
-def new_token() -> str:
-    return os.urandom(16).hex()
+from .driver import CallFailed, drive, new_token
 
 
 def _buffer(data: bytes) -> Any:

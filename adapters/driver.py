@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from core.exchange import READ_BODY, WAIT, Exchange, FailureReason, Respond, StartCall, StopCall, Write
 
-DRAIN_SECONDS = 1.0  # how long the end of a body whose last event has come may take
+DRAIN_SECONDS = 1.0
+
+
+def new_token() -> str:
+    """32 random lowercase hex digits, the randomness core asks its hosts for (ids)."""
+    return os.urandom(16).hex()  # how long the end of a body whose last event has come may take
 
 
 class Client(Protocol):

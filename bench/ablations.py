@@ -20,7 +20,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from adapters.app import ProxyApp, new_token
+from adapters.app import ProxyApp
+from adapters.driver import new_token
 from bench.rawhttp import Connection
 from core.exchange import DONE, READ_BODY, WAIT, Proxy, Respond, StartCall
 from core.settings import Settings

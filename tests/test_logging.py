@@ -43,7 +43,8 @@ async def test_one_json_line_per_request_without_secrets(proxy: Target, http: ht
         True,
     )
     assert line["upstream_status"] == 200
-    assert isinstance(line["duration_ms"], float)
+    duration = line["duration_ms"]  # a number: JavaScript hosts write 6 where Python writes 6.0
+    assert isinstance(duration, int | float) and not isinstance(duration, bool) and duration >= 0
     everything = proxy.log_text()
     assert POE_KEY not in everything
     assert secret_text not in everything

@@ -131,8 +131,7 @@ class ProxyApp:
         except ClientDisconnected:
             exchange.record.setdefault("status", 499)
         except Exception as exc:  # a bug in this host: still an OpenAI-shaped answer if we can
-            log.exception("unhandled error")
-            await answer_crash(exchange, exc, client, self.upstream)
+            await answer_crash(exchange, exc, client, self.upstream)  # logged as exchange.bug
         finally:
             client.stop_watching()
             log_request(exchange, started)
@@ -160,7 +159,7 @@ async def answer_crash(
 def log_request(exchange: Exchange, started: float) -> None:
     """One structured line per request: never a body or a key."""
     if exchange.bug is not None:
-        log.error("core failed", exc_info=exchange.bug)
+        log.error("the proxy failed", exc_info=exchange.bug)
     if log.isEnabledFor(logging.INFO):
         record = exchange.record
         record["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)

@@ -165,7 +165,7 @@ class WorkerClient:
 def log(record: dict[str, Any], bug: BaseException | None, started: float) -> None:
     """The request's one log line (Workers Logs keeps what the Worker writes to the console)."""
     if bug is not None:
-        js.console.error(f"core failed: {bug!r}")
+        js.console.error(f"the proxy failed: {bug!r}")
     record["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
     js.console.log(js.JSON.stringify(to_js(record, dict_converter=js.Object.fromEntries)))
 

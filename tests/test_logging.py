@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import httpx
+import pytest
 
+from adapters.app import create_app
+from core.settings import Settings
 from tests.hosts import Target
 from tests.peers.bots import POE_KEY
 
@@ -66,3 +70,25 @@ async def test_the_line_tells_poe_status_apart_from_ours(proxy: Target, http: ht
         (bad.status_code, None),  # refused before anything reached Poe
     ]
     assert response.status_code == 404 and bad.status_code == 400
+
+
+async def test_a_bug_in_the_host_is_a_500_and_one_logged_traceback(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ASGI host's own failure (here: its upstream raising what no transport should) still
+    gets core's OpenAI-shaped 500, with CORS, and the traceback is logged once."""
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a bug in the host")
+
+    app = create_app(make_settings("bot"), transport=httpx.MockTransport(broken))
+    async with Target(app=app).http() as http:
+        response = await http.post(
+            "/v1/chat/completions",
+            json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": f"Bearer {POE_KEY}"},
+        )
+    assert response.status_code == 500 and response.json()["error"]["code"] == "internal_error"
+    assert response.headers["access-control-allow-origin"] == "*"
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert len(tracebacks) == 1 and "a bug in the host" in caplog.text

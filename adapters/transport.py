@@ -32,6 +32,7 @@ import httptools
 import httpx
 
 HIGH_WATER = 64 * 1024  # unread body bytes at which reading from the socket pauses
+MAX_HEAD_BYTES = 100 * 1024  # a response head over this is refused, as httpcore refuses it
 MAX_IDLE_PER_ORIGIN = 128
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -64,6 +65,7 @@ class _Connection(asyncio.Protocol):
         self.in_flight = False  # a request has been sent on it (bytes before one are an error)
         self._informational = False
         self._until_eof = False
+        self._head_size = 0
         self._error: httpx.TransportError | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -78,7 +80,10 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(httpx.RemoteProtocolError(f"Malformed HTTP response: {exc}"))
+            if self._head_size > MAX_HEAD_BYTES:
+                self._fail(httpx.RemoteProtocolError(f"The response's head is over {MAX_HEAD_BYTES} bytes."))
+            else:
+                self._fail(httpx.RemoteProtocolError(f"Malformed HTTP response: {exc}"))
 
     def eof_received(self) -> bool:
         return False  # the peer is done sending: close our side too
@@ -103,6 +108,9 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value)
+        if self._head_size > MAX_HEAD_BYTES:
+            raise ValueError("head too large")  # stops the parser; data_received says why
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -131,6 +139,7 @@ class _Connection(asyncio.Protocol):
         if self._informational:
             self._informational = False
             self.headers = []
+            self._head_size = 0
             return
         self.complete = True
         self.keep_alive = self.keep_alive and self._parser.should_keep_alive()

@@ -242,6 +242,16 @@ def main() -> None:
         results["floor_us_per_event"] = floor_us_per_event()
         print("-- core in Pyodide", file=sys.stderr, flush=True)
         results["pyodide"] = pyodide_cpu()
+        print("-- profile", file=sys.stderr, flush=True)
+        profiled = subprocess.run(
+            pinned(SERVER_CORE, [PYTHON, "-m", "bench.profile", upstream]),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+            cwd=ROOT,
+        )
+        results["profile_300_events"] = json.loads(profiled.stdout)
         print("-- upstream clients", file=sys.stderr, flush=True)
         clients = subprocess.run(
             pinned(SERVER_CORE, [PYTHON, "-m", "bench.transports", upstream]),
@@ -353,6 +363,18 @@ def report(results: dict[str, Any]) -> str:
         ]
         lines += [f"| {name} | {us:.1f} |" for name, us in clients.items()]
     lines += hosts_report(results)
+    profile = results.get("profile_300_events")
+    if profile:
+        lines += [
+            "",
+            "Where ours spends its CPU on long answers: `make serve`'s app under cProfile, non-streamed",
+            "chats answered with 300 events, bot backend (`bench/profile.py`; the functions with the most",
+            "time of their own):",
+            "",
+            "| own s | calls | function |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {own:.3f} | {calls:,} | `{name}` |" for name, calls, own, _ in profile[:15]]
     lines += ["", "Targets, from this run:", ""]
     lines += [f"* {text}: {'met' if ok else 'NOT met'}" for text, ok in targets_met(results)]
     imports = results.get("import_ms", {})

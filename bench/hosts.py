@@ -17,7 +17,7 @@ from bench.support import ROOT, SERVER_CORE, free_port, load, pinned, server, tr
 
 HOSTS = {"serve": "serve", "netlify": "serve-netlify", "deno": "serve-deno", "cloudflare": "serve-cloudflare"}
 ANSWERS = [("fake", 32), ("fake-e300", 300)]
-CALLS = 200
+CALLS = 300
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -36,11 +36,15 @@ def tree_cpu_seconds(pid: int) -> float:
     return ticks / 100  # USER_HZ
 
 
-def cpu_per_call_ms(pid: int, spec: dict[str, Any]) -> float:
+def cpu_per_call_ms(pid: int, spec: dict[str, Any], runs: int = 3) -> float:
+    """The least of ``runs`` measurements: what this machine's neighbours add is never less."""
     load({**spec, "n": 20})  # warm-up
-    before = tree_cpu_seconds(pid)
-    load({**spec, "n": CALLS})
-    return 1000 * (tree_cpu_seconds(pid) - before) / CALLS
+    figures = []
+    for _ in range(runs):
+        before = tree_cpu_seconds(pid)
+        load({**spec, "n": CALLS})
+        figures.append(1000 * (tree_cpu_seconds(pid) - before) / CALLS)
+    return min(figures)
 
 
 def host_costs(upstream: str) -> dict[str, dict[str, Any]]:

@@ -403,9 +403,10 @@ def hosts_report(results: dict[str, Any]) -> list[str]:
     lines = [
         "",
         "Every host as `make serve-<host>` starts it (bot backend, one core): spawn to first answered",
-        "chat, and the CPU of the host's processes per request, answers of 32 and 300 events, 200",
-        "calls one at a time (`bench/hosts.py`). Per event: the 300-event cost less the 32-event one,",
-        f"over 268 events; the floor is decoding the event's JSON and encoding the chunk's once each "
+        "chat, and the CPU of the host's processes per request, answers of 32 and 300 events, 300",
+        "calls one at a time, the least of three runs (`bench/hosts.py`). Per event: the 300-event",
+        "cost less the 32-event one, over 268 events; the floor is decoding the event's JSON and encoding",
+        "the chunk's once each "
         f"({floor:.2f} us in this Python).",
         "",
         "| host | cold start ms | CPU ms, 32 events | streamed | CPU ms, 300 events | streamed "

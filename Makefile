@@ -91,7 +91,7 @@ serve-cloudflare: $(NPM_TOOLS)/.installed
 
 # Pyodide's memory snapshot with the sources imported, as Netlify's build command makes it.
 NETLIFY_SNAPSHOT := netlify/.build/pyodide.snapshot
-$(NETLIFY_SNAPSHOT): core/*.py adapters/pyodide_bridge.py adapters/*.mts netlify/snapshot.sh $(NETLIFY_MODULES)/.installed
+$(NETLIFY_SNAPSHOT): core/*.py adapters/__init__.py adapters/pyodide_bridge.py adapters/*.mts netlify/snapshot.sh $(NETLIFY_MODULES)/.installed
 	sh netlify/snapshot.sh
 
 ## serve-netlify: the Netlify function on $HOST:$PORT, run as Netlify's Functions runtime runs it

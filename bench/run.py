@@ -406,8 +406,7 @@ def hosts_report(results: dict[str, Any]) -> list[str]:
         "chat, and the CPU of the host's processes per request, answers of 32 and 300 events, 300",
         "calls one at a time, the least of three runs (`bench/hosts.py`). Per event: the 300-event",
         "cost less the 32-event one, over 268 events; the floor is decoding the event's JSON and encoding",
-        "the chunk's once each "
-        f"({floor:.2f} us in this Python).",
+        f"the chunk's once each ({floor:.2f} us in this Python).",
         "",
         "| host | cold start ms | CPU ms, 32 events | streamed | CPU ms, 300 events | streamed "
         "| us per event (streamed) | x floor | RSS MB |",

@@ -85,6 +85,19 @@ def ablations(upstream: str) -> dict[str, dict[str, float]]:
     return figures
 
 
+def pinned_module(module: str, upstream: str) -> Any:
+    """What ``python -m <module> <upstream>`` prints (JSON), run on the servers' core."""
+    done = subprocess.run(
+        pinned(SERVER_CORE, [PYTHON, "-m", module, upstream]),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        cwd=ROOT,
+    )
+    return json.loads(done.stdout)
+
+
 def litellm_config(upstream: str, directory: Path) -> Path:
     lines = ["model_list:"]
     for name in ("fake", "fake-ttfb"):
@@ -243,25 +256,9 @@ def main() -> None:
         print("-- core in Pyodide", file=sys.stderr, flush=True)
         results["pyodide"] = pyodide_cpu()
         print("-- profile", file=sys.stderr, flush=True)
-        profiled = subprocess.run(
-            pinned(SERVER_CORE, [PYTHON, "-m", "bench.profile", upstream]),
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=True,
-            cwd=ROOT,
-        )
-        results["profile_300_events"] = json.loads(profiled.stdout)
+        results["profile_300_events"] = pinned_module("bench.profile", upstream)
         print("-- upstream clients", file=sys.stderr, flush=True)
-        clients = subprocess.run(
-            pinned(SERVER_CORE, [PYTHON, "-m", "bench.transports", upstream]),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=True,
-            cwd=ROOT,
-        )
-        results["upstream_clients_us_per_call"] = json.loads(clients.stdout)
+        results["upstream_clients_us_per_call"] = pinned_module("bench.transports", upstream)
         results["import_ms"] = {
             m: import_ms(m) for m in ("adapters.aws_lambda", "adapters.vercel", "adapters.app")
         }

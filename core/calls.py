@@ -38,9 +38,9 @@ class CallGroup(Step):
         self._open: set[int] = set()
         self._refused: dict[int, tuple[int, Mapping[str, str], bytearray]] = {}
 
-    def start(self, first_call: int) -> list[Action]:
+    def start(self) -> list[Action]:
         self._open = set(range(self.calls))
-        return [StartCall(first_call + i, *request) for i, request in enumerate(self._requests)]
+        return [StartCall(self.first_call + i, *request) for i, request in enumerate(self._requests)]
 
     def answered(self, index: int, status: int, headers: Mapping[str, str]) -> list[Action]:
         if status != 200:  # read (the start of) its body: the error message is in there
@@ -186,10 +186,10 @@ class ChoiceCalls(CallGroup):
                     )
         return actions
 
-    def start(self, first_call: int) -> list[Action]:
+    def start(self) -> list[Action]:
         if self._wire is not None:
             self._head = self._wire.head()  # first: the events after it are numbered after it
-        return super().start(first_call)
+        return super().start()
 
     def _send(self, out: bytes) -> Action:
         if self._streaming:

@@ -123,7 +123,8 @@ class Step:
     first_call = 0  # global id of this step's call 0
     calls = 0
 
-    def start(self, first_call: int) -> list[Action]:
+    def start(self) -> list[Action]:
+        """The first actions (``first_call`` is set by then)."""
         return []
 
     def body(self, data: bytes, more: bool) -> list[Action]:
@@ -150,7 +151,7 @@ class ReadBody(Step):
         self._parts: list[bytes] = []
         self._size = 0
 
-    def start(self, first_call: int) -> list[Action]:
+    def start(self) -> list[Action]:
         return [READ_BODY]
 
     def body(self, data: bytes, more: bool) -> list[Action]:
@@ -358,7 +359,7 @@ class Exchange:
             return
         self._step = step
         step.first_call = self._calls
-        actions = step.start(self._calls)
+        actions = step.start()
         self._calls += step.calls
         self._outbox.extend(actions)
         if step.done:  # a step can finish at once (nothing to call)

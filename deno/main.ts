@@ -3,28 +3,19 @@
  *
  * How the platform calls it: `Deno.serve` hands every request to the web-standard driver
  * (`adapters/web.mts`), the same one Netlify's function uses: core decides, `fetch` talks to Poe.
- * Pyodide comes from npm (`deno.json`); the Python sources are read from the repository.
+ * Pyodide comes from npm (`deno.json`); the Python sources are read from the repository
+ * (`adapters/node-sources.mts`, through Deno's `node:fs`).
  *
  * How it streams: for real: the Response body is a ReadableStream fed as core writes.
  *
  * Run: `make serve-deno` (HOST, PORT and the proxy's settings from the environment).
  */
+import { fileURLToPath } from "node:url";
 import { loadPyodide } from "pyodide";
+import { pythonSources } from "../adapters/node-sources.mts";
 import { webHandler } from "../adapters/web.mts";
 
-const ROOT = new URL("..", import.meta.url);
-const SOURCES = ["core", "adapters/__init__.py", "adapters/pyodide_bridge.py"];
-
-async function read(path: string): Promise<Array<[string, Uint8Array]>> {
-  if (path.endsWith(".py")) return [[path, await Deno.readFile(new URL(path, ROOT))]];
-  const files: Array<[string, Uint8Array]> = [];
-  for await (const entry of Deno.readDir(new URL(path, ROOT))) {
-    if (entry.isFile && entry.name.endsWith(".py")) {
-      files.push([`${path}/${entry.name}`, await Deno.readFile(new URL(`${path}/${entry.name}`, ROOT))]);
-    }
-  }
-  return files;
-}
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 /**
  * `fetch`, decoding a body Poe compressed although asked not to. Deno decodes only what it asked
@@ -45,7 +36,7 @@ async function fetchDecoded(input: string | URL | Request, init?: RequestInit): 
 const handler = webHandler({
   fetch: fetchDecoded,
   environment: Deno.env.toObject(),
-  sources: async () => (await Promise.all(SOURCES.map(read))).flat(),
+  sources: async () => pythonSources(ROOT), // the same files Netlify's function reads
   pyodide: () => loadPyodide(), // a plain start: Deno Deploy keeps no build output to start from
 });
 

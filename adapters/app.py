@@ -104,7 +104,6 @@ class ProxyApp:
     """One ``core.exchange.Proxy`` and one upstream pool, serving ASGI."""
 
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.settings = settings
         self.proxy = Proxy(settings)
         self.upstream = HttpxUpstream(settings, transport)
 

@@ -28,10 +28,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from .flow import (
-    CORS_HEADERS,
     DONE,
     READ_BODY,
-    SSE_HEADERS,
     WAIT,
     Action,
     Context,
@@ -48,10 +46,8 @@ from .routes import dispatch
 from .settings import Settings
 
 __all__ = [
-    "CORS_HEADERS",
     "DONE",
     "READ_BODY",
-    "SSE_HEADERS",
     "WAIT",
     "Action",
     "Exchange",

@@ -18,13 +18,14 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from core.exchange import Exchange, Proxy, Respond
 from core.settings import Settings
 
-from .driver import drive, new_token
+from .driver import ClientGone, drive, new_token
 from .upstream import HttpxUpstream
 
 log = logging.getLogger("poe_openai_proxy")
@@ -33,10 +34,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-
-class ClientDisconnected(Exception):  # an event, not an error
-    """The client hung up before its answer was complete; there is no one left to answer."""
 
 
 class AsgiClient:
@@ -62,7 +59,7 @@ class AsgiClient:
     async def read_body(self) -> tuple[bytes, bool]:
         message = await self._receive()
         if message["type"] == "http.disconnect":
-            raise ClientDisconnected
+            raise ClientGone
         return message.get("body", b""), message.get("more_body", False)
 
     async def respond(self, response: Respond) -> None:
@@ -114,21 +111,21 @@ class ProxyApp:
             await self.lifespan(receive, send)
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # ASGI header names are lowercase already; values are latin-1 by HTTP's rules.
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        started = time.perf_counter()
         exchange = self.proxy.request(
-            scope["method"], scope["path"], headers, new_token=new_token, now=time.time()
+            scope["method"],
+            request_target(scope),
+            request_headers(scope),
+            new_token=new_token,
+            now=time.time(),
         )
         client = AsgiClient(receive, send)
-        started = time.perf_counter()
         try:
             await drive(exchange, client, self.upstream)
         except asyncio.CancelledError:
             if not client.left or asyncio.current_task().uncancel():  # type: ignore[union-attr]
                 raise  # the server's cancellation, not ours
-            exchange.record.setdefault("status", 499)  # nginx's "client closed request"
-        except ClientDisconnected:
-            exchange.record.setdefault("status", 499)
+            exchange.client_left()
         except Exception as exc:  # a bug in this host: still an OpenAI-shaped answer if we can
             await answer_crash(exchange, exc, client, self.upstream)  # logged as exchange.bug
         finally:
@@ -146,6 +143,22 @@ class ProxyApp:
                 return
 
 
+def request_target(scope: Scope) -> str:
+    """The target's path as it came (``raw_path``, percent-encoded); core resolves it."""
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1") if raw else quote(scope["path"])
+
+
+def request_headers(scope: Scope) -> dict[str, str]:
+    """Lowercase names (as ASGI gives them), latin-1 values, a repeated field's values joined
+    with ", " as HTTP joins them."""
+    headers: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        key, text = name.decode("latin-1"), value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers
+
+
 async def answer_crash(
     exchange: Exchange, exc: Exception, client: AsgiClient, upstream: HttpxUpstream
 ) -> None:
@@ -155,14 +168,18 @@ async def answer_crash(
         await drive(exchange, client, upstream)
 
 
+LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
 def log_request(exchange: Exchange, started: float) -> None:
-    """One structured line per request: never a body or a key."""
+    """One structured line per request, at the level core gives it: never a body or a key."""
     if exchange.bug is not None:
         log.error("the proxy failed", exc_info=exchange.bug)
-    if log.isEnabledFor(logging.INFO):
+    level = LEVELS[exchange.level]
+    if log.isEnabledFor(level):
         record = exchange.record
         record["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
-        log.info(json.dumps(record, separators=(",", ":")))
+        log.log(level, json.dumps(record, separators=(",", ":")))
 
 
 def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> ProxyApp:

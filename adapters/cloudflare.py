@@ -11,13 +11,18 @@ uvicorn; only the two sides of the I/O differ. Calls to Poe go through the runti
 
 How it streams: for real. At ``Respond`` with more to come, the Response is returned at once
 around a ``TransformStream`` whose writable side receives each write; ``ctx.waitUntil`` keeps
-the request's work alive while it streams. A client that leaves makes the next write fail, which
-ends the driver and so closes the calls to Poe.
+the request's work alive while it streams. A client that leaves aborts ``request.signal`` (the
+``enable_request_signal`` flag) and errors the stream: either ends the driver, and so closes
+the calls to Poe, before or after the answer began.
+
+Every JavaScript promise is awaited through ``.catch``: a promise may reject with something
+that is not an Error (a stream cancelled with no reason), which Pyodide cannot raise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -26,10 +31,10 @@ import js  # type: ignore[import-not-found]
 from pyodide.ffi import JsException, create_proxy, to_js  # type: ignore[import-not-found]
 from workers import WorkerEntrypoint  # type: ignore[import-not-found]
 
-from core.exchange import FailureReason, Proxy, Respond, StartCall
+from core.exchange import Exchange, FailureReason, Proxy, Respond, StartCall
 from core.settings import Settings
 
-from .driver import CallFailed, drive, new_token
+from .driver import CallFailed, ClientGone, drive, new_token
 
 
 def _buffer(data: bytes) -> Any:
@@ -83,7 +88,6 @@ class FetchUpstream:
     """The driver's ``Upstream`` on the runtime's ``fetch``, with the settings' timeouts."""
 
     def __init__(self, settings: Settings) -> None:
-        self._connect_timeout = settings.connect_timeout
         self._read_timeout = settings.read_timeout
 
     async def send(self, call: StartCall) -> FetchResponse:
@@ -92,13 +96,16 @@ class FetchUpstream:
         if call.body is not None:
             init["body"] = _buffer(call.body)
         request = js.fetch(call.url, to_js(init, dict_converter=js.Object.fromEntries))
-        try:
-            response = await asyncio.wait_for(request, self._connect_timeout + self._read_timeout)
+        try:  # the head (connecting included) gets the read timeout, as on every host
+            response = await asyncio.wait_for(request, self._read_timeout)
         except TimeoutError:
             abort.abort()
             raise CallFailed("timeout") from None
         except JsException as exc:
             raise CallFailed(_reason(exc, answered=False)) from None
+        except asyncio.CancelledError:  # the client left before Poe's head: stop the call there
+            abort.abort()
+            raise
         return FetchResponse(response, abort, self._read_timeout)
 
 
@@ -113,17 +120,31 @@ class WorkerClient:
         self._request = request
         self.response: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._writer: Any = None
+        self._body: Any = None  # the request body's reader
         self._watcher: asyncio.Task[None] | None = None
+        self._on_abort: Any = None
         self.left = False
         # The stream's promises may reject with a reason that is not an Error (a cancel's), which
         # Pyodide cannot raise: each is awaited through ``.catch(self._failed)`` instead.
         self._failed = create_proxy(lambda reason: True)
 
     async def read_body(self) -> tuple[bytes, bool]:
-        buffer = await self._request.arrayBuffer()
-        return buffer.to_bytes(), False
+        """A piece at a time, so that core can refuse a body as it grows."""
+        if self._body is None:
+            if self._request.body is None:
+                return b"", False
+            self._body = self._request.body.getReader()
+        read = await self._body.read().catch(self._failed)
+        if read is True:  # the upload broke off
+            raise ClientGone
+        if read.done:
+            return b"", False
+        return read.value.to_bytes(), True
 
     async def respond(self, response: Respond) -> None:
+        if self._body is not None:  # what the answer did not need of the body is not read
+            self._body.cancel().catch(self._failed)
+            self._body = None
         headers = to_js(response.headers, dict_converter=js.Object.fromEntries)
         status = response.status
         if not response.more:
@@ -156,18 +177,37 @@ class WorkerClient:
     def stop_watching(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
+        if self._on_abort is not None:
+            self._request.signal.removeEventListener("abort", self._on_abort)
+            self._on_abort.destroy()
+            self._on_abort = None
         self._failed.destroy()
 
     def calls_started(self) -> None:
-        return None  # a client that leaves is noticed at the next write
+        """A client that leaves before its answer aborts ``request.signal``: stop the driver."""
+        signal = getattr(self._request, "signal", None)
+        if signal is None or self._on_abort is not None:
+            return
+        driver = asyncio.current_task()
+
+        def left(event: Any) -> None:
+            self.left = True
+            if driver is not None:
+                driver.cancel()
+
+        self._on_abort = create_proxy(left)
+        signal.addEventListener("abort", self._on_abort)
 
 
-def log(record: dict[str, Any], bug: BaseException | None, started: float) -> None:
-    """The request's one log line (Workers Logs keeps what the Worker writes to the console)."""
-    if bug is not None:
-        js.console.error(f"the proxy failed: {bug!r}")
+def log(exchange: Exchange, started: float) -> None:
+    """The request's one log line, at core's level (Workers Logs keeps what the Worker writes to
+    the console); a bug's type and message before it, never a body."""
+    if exchange.bug is not None:
+        js.console.error(f"the proxy failed: {type(exchange.bug).__name__}: {str(exchange.bug)[:300]}")
+    record = exchange.record
     record["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
-    js.console.log(js.JSON.stringify(to_js(record, dict_converter=js.Object.fromEntries)))
+    line = js.JSON.stringify(to_js(record, dict_converter=js.Object.fromEntries))
+    {"error": js.console.error, "warning": js.console.warn}.get(exchange.level, js.console.log)(line)
 
 
 _proxies: dict[tuple[tuple[str, str], ...], tuple[Proxy, FetchUpstream]] = {}
@@ -184,34 +224,40 @@ def _proxy(env: Any) -> tuple[Proxy, FetchUpstream]:
 
 class Default(WorkerEntrypoint):  # type: ignore[misc]
     async def fetch(self, request: Any) -> Any:
+        started = time.perf_counter()
         request = getattr(request, "js_object", request)
         proxy, upstream = _proxy(self.env)
         headers = js.Object.fromEntries(request.headers).to_py()  # names come lowercase
-        path = js.decodeURIComponent(js.URL.new(request.url).pathname)
-        exchange = proxy.request(request.method, path, headers, new_token=new_token, now=time.time())
+        target = js.URL.new(request.url).pathname  # percent-encoded: core resolves it
+        exchange = proxy.request(request.method, target, headers, new_token=new_token, now=time.time())
         client = WorkerClient(request)
-        started = time.perf_counter()
-
-        async def run() -> None:
-            try:
-                await drive(exchange, client, upstream)
-            except asyncio.CancelledError:
-                if not client.left:
-                    raise
-            except Exception as exc:
-                if client.response.done():  # a write failed: the client left
-                    exchange.record.setdefault("status", 499)
-                else:  # a failure of this host's own: core still answers (a 500)
-                    exchange.crash(exc)
-                    try:
-                        await drive(exchange, client, upstream)
-                    except Exception as again:
-                        client.response.set_exception(again)
-            finally:
-                client.stop_watching()
-                log(exchange.record, exchange.bug, started)
-
-        task = asyncio.ensure_future(run())
+        task = asyncio.ensure_future(run(exchange, client, upstream, started))
         response = await client.response
-        self.ctx.waitUntil(create_proxy(task))
+        keep = create_proxy(task)
+        self.ctx.waitUntil(keep)
+        # The runtime holds the task until it is done; then its proxy goes (with the request).
+        task.add_done_callback(lambda _: asyncio.get_running_loop().call_soon(keep.destroy))
         return response
+
+
+async def run(exchange: Exchange, client: WorkerClient, upstream: FetchUpstream, started: float) -> None:
+    """Drive one request; whatever happens, it ends here and is logged, and the Response is
+    settled exactly once."""
+    try:
+        await drive(exchange, client, upstream)
+    except asyncio.CancelledError:
+        if not client.left:
+            raise
+        exchange.client_left()
+    except Exception as exc:
+        if client.left or client.response.done():  # a write failed: the client left
+            exchange.client_left()
+        else:  # a failure of this host's own: core still answers (a 500)
+            exchange.crash(exc)
+            with contextlib.suppress(Exception):  # the answer is settled below, whatever happens
+                await drive(exchange, client, upstream)
+    finally:
+        client.stop_watching()
+        if not client.response.done():  # never left without an answer
+            client.response.set_result(js.Response.new(None, _init(500, to_js({}))))
+        log(exchange, started)

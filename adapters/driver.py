@@ -28,11 +28,16 @@ def new_token() -> str:
     return os.urandom(16).hex()  # how long the end of a body whose last event has come may take
 
 
+class ClientGone(Exception):  # an event, not an error
+    """The client broke the connection while its request body was being read."""
+
+
 class Client(Protocol):
     """The client's side of one request."""
 
     async def read_body(self) -> tuple[bytes, bool]:
-        """The next piece of the request body, and whether more follows."""
+        """The next piece of the request body, and whether more follows; ``ClientGone`` if the
+        client broke off its upload."""
 
     async def respond(self, response: Respond) -> None:
         """Send the head and first bytes (all of them, unless ``response.more``)."""
@@ -199,10 +204,23 @@ class Calls:
                 await call.stop(False)
 
 
+async def read_body(exchange: Exchange, client: Client, deadline: float) -> None:
+    """Hand the exchange the body's next piece, or what stopped it: the body must be whole by
+    ``deadline`` (the loop's clock), and a client that breaks off its upload ends the request."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            exchange.body(*await client.read_body())
+    except TimeoutError:
+        exchange.body_failed("timeout")
+    except ClientGone:
+        exchange.body_failed("aborted")
+
+
 async def drive(exchange: Exchange, client: Client, upstream: Upstream) -> None:
     """Run ``exchange`` to its end. If this task is cancelled (the client left), every call
     still open is closed, which cancels it at Poe."""
     calls = Calls(exchange, upstream)
+    body_deadline = 0.0
     try:
         while True:
             action = exchange.next_action()
@@ -219,7 +237,9 @@ async def drive(exchange: Exchange, client: Client, upstream: Upstream) -> None:
             elif isinstance(action, Respond):
                 await client.respond(action)
             elif action is READ_BODY:
-                exchange.body(*await client.read_body())
+                if not body_deadline:
+                    body_deadline = asyncio.get_running_loop().time() + exchange.body_timeout
+                await read_body(exchange, client, body_deadline)
             else:  # DONE
                 await client.end()
                 return

@@ -64,11 +64,20 @@ def failed(exchange: Exchange, call: int, reason: Any) -> None:
     exchange.failed(call, reason)
 
 
+def body_failed(exchange: Exchange, reason: Any) -> None:
+    exchange.body_failed(reason)
+
+
+def client_left(exchange: Exchange) -> None:
+    exchange.client_left()
+
+
 def crash(exchange: Exchange, message: str) -> None:
     """The JavaScript side failed: core answers with its 500 (or a stream's last event)."""
     exchange.crash(RuntimeError(message))
 
 
 def record(exchange: Exchange) -> Any:
-    """The request's log line fields (the host adds the duration)."""
-    return to_js(exchange.record, dict_converter=Object.fromEntries)
+    """``[level, fields]``: the request's log line, and how to write it (the host adds the
+    duration)."""
+    return to_js([exchange.level, exchange.record], dict_converter=Object.fromEntries)

@@ -178,37 +178,81 @@ function bytesOrNull(value: unknown): Uint8Array | undefined {
   return value === undefined || value === null ? undefined : (value as Uint8Array);
 }
 
-/** The URL's path, percent-decoded as ASGI servers give it to the app. */
-function decodedPath(url: string): string {
-  const path = new URL(url).pathname;
-  try {
-    return decodeURIComponent(path);
-  } catch {
-    return path; // not valid percent-encoding: as it came
+export interface WebHandler {
+  (request: Request): Promise<Response>;
+  /** Start Pyodide and core now (a host that can wait before it listens), not on the first request. */
+  ready(): Promise<void>;
+}
+
+/** The handler for `host`; Pyodide and core start on its first request, or at `ready()`. */
+export function webHandler(host: Host): WebHandler {
+  let booting: Promise<Core> | undefined;
+  const handler = async (request: Request) => {
+    const received = performance.now(); // a request's duration includes waiting for the start
+    return serve(await (booting ??= boot(host)), host, request, received);
+  };
+  return Object.assign(handler, { ready: async () => void (await (booting ??= boot(host))) });
+}
+
+/** The request body, a piece at a time, all of it due by one deadline (`Settings.body_timeout`). */
+class Body {
+  private readonly reader?: ReadableStreamDefaultReader<Uint8Array>;
+  private deadline?: ReturnType<typeof setTimeout>;
+  private late?: Promise<"timeout">;
+  private closed = false;
+
+  constructor(request: Request) {
+    this.reader = request.body?.getReader();
+  }
+
+  /** `[piece, more]`, or why it did not come: "timeout" or "aborted" (the client broke off). */
+  async next(seconds: number): Promise<[Uint8Array, boolean] | "timeout" | "aborted"> {
+    if (!this.reader) return [new Uint8Array(0), false];
+    this.late ??= new Promise((resolve) => {
+      this.deadline = setTimeout(() => resolve("timeout"), seconds * 1000);
+    });
+    try {
+      const read = await Promise.race([this.reader.read(), this.late]);
+      if (this.closed) return "aborted"; // the client left meanwhile
+      if (read === "timeout") return "timeout";
+      if (read.done) return [new Uint8Array(0), false];
+      return [read.value, true];
+    } catch {
+      return "aborted";
+    }
+  }
+
+  /** Stop reading: whatever is left of the body is not wanted (its connection can go). */
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.deadline);
+    this.reader?.cancel().catch(() => {});
   }
 }
 
-/** The handler for `host`; Pyodide and core start on its first request. */
-export function webHandler(host: Host): (request: Request) => Promise<Response> {
-  let booting: Promise<Core> | undefined;
-  return async (request: Request) => serve(await (booting ??= boot(host)), host, request);
+function log(host: Host, level: string, line: string): void {
+  if (host.log) host.log(line);
+  else if (level === "error") console.error(line);
+  else if (level === "warning") console.warn(line);
+  else console.log(line);
 }
 
-async function serve(core: Core, host: Host, request: Request): Promise<Response> {
+async function serve(core: Core, host: Host, request: Request, received: number): Promise<Response> {
   const { bridge } = core;
-  const started = performance.now();
   const exchange = bridge.request(
     core.proxy,
     request.method,
-    decodedPath(request.url),
-    Object.fromEntries(request.headers),
+    new URL(request.url).pathname, // as it came, percent-encoded: core resolves it
+    Object.fromEntries(request.headers), // a repeated field's values joined with ", "
     () => crypto.randomUUID().replaceAll("-", ""),
     Date.now() / 1000,
   ) as PyProxy;
   const calls = new Map<number, Call>();
+  const body = new Body(request);
   const stopAll = () => {
     for (const call of calls.values()) call.stop(false);
     calls.clear();
+    body.close();
   };
 
   let respond!: (response: Response) => void;
@@ -219,6 +263,7 @@ async function serve(core: Core, host: Host, request: Request): Promise<Response
   let left!: () => void;
   const leaving = new Promise<void>((resolve) => (left = resolve));
   const leave = () => {
+    if (gone) return;
     gone = true; // the client left: stop everything, answer no one
     stopAll();
     pulled?.();
@@ -261,8 +306,17 @@ async function serve(core: Core, host: Host, request: Request): Promise<Response
     }
   }
 
+  async function readBody(): Promise<void> {
+    const piece = await body.next(exchange.body_timeout as number);
+    if (piece === "timeout" || piece === "aborted") {
+      bridge.body_failed(exchange, piece);
+      if (piece === "aborted") leave();
+    } else {
+      bridge.body(exchange, piece[0], piece[1]);
+    }
+  }
+
   async function loop(): Promise<void> {
-    let body: Uint8Array | undefined = new Uint8Array(await request.arrayBuffer());
     for (;;) {
       if (gone) return;
       const [kind, ...fields] = bridge.next_action(exchange) as Action;
@@ -272,14 +326,15 @@ async function serve(core: Core, host: Host, request: Request): Promise<Response
         const [id, method, target, headers, content] = fields as [number, string, string, Record<string, string>, unknown];
         const request = (signal: AbortSignal) =>
           (host.fetch ?? fetch)(target, { method, headers, body: bytesOrNull(content), signal });
-        // The head may take connecting and the bot's first event; each read, a read timeout.
-        const timeouts = { head: core.connectTimeout + core.readTimeout, read: core.readTimeout };
-        calls.set(id, new Call(id, request, timeouts));
+        // The head (connecting included) and each later read get the read timeout, as httpx
+        // gives the asyncio hosts' calls once connected.
+        calls.set(id, new Call(id, request, { head: core.readTimeout, read: core.readTimeout }));
       } else if (kind === "stop") {
         const call = calls.get(fields[0] as number);
         calls.delete(fields[0] as number);
         call?.stop(fields[1] as boolean);
       } else if (kind === "respond") {
+        body.close(); // what the answer did not need of the body is not read
         const [status, headers, content, more] = fields as [number, Record<string, string>, Uint8Array, boolean];
         if (!more) {
           respond(new Response(status === 204 ? null : content, { status, headers }));
@@ -288,8 +343,7 @@ async function serve(core: Core, host: Host, request: Request): Promise<Response
           await write(content);
         }
       } else if (kind === "read_body") {
-        bridge.body(exchange, body ?? new Uint8Array(0), false); // the host read it whole
-        body = undefined;
+        await readBody();
       } else {
         controller?.close(); // done
         return;
@@ -299,21 +353,26 @@ async function serve(core: Core, host: Host, request: Request): Promise<Response
 
   loop()
     .catch((error) => {
-      // A failure of this driver's own: core still says what the client gets.
-      console.error(error);
+      // A failure of this driver's own: core still says what the client gets (and the log line,
+      // at error level); its name and message are logged here, never a body.
+      log(host, "error", JSON.stringify({ message: "the driver failed", error: String(error).slice(0, 300) }));
       bridge.crash(exchange, String(error));
       const [kind, status, headers, content] = bridge.next_action(exchange) as Action;
       if (kind === "respond") respond(new Response(content as Uint8Array, { status: status as number, headers: headers as Record<string, string> }));
-      else if (kind === "write" && controller) controller.enqueue(status as Uint8Array);
-      controller?.close();
+      else if (kind === "write" && controller && !gone) controller.enqueue(status as Uint8Array);
+      if (!gone) controller?.close();
     })
+    .catch(() => respond(new Response(null, { status: 500 }))) // not even that: still an answer
     .finally(() => {
-      stopAll();
-      const record = bridge.record(exchange) as Record<string, unknown>;
-      if (gone) record.status ??= 499;
-      record.duration_ms = Math.round((performance.now() - started) * 10) / 10;
-      (host.log ?? console.log)(JSON.stringify(record));
-      exchange.destroy();
+      try {
+        stopAll();
+        if (gone) bridge.client_left(exchange);
+        const [level, record] = bridge.record(exchange) as [string, Record<string, unknown>];
+        record.duration_ms = Math.round((performance.now() - received) * 10) / 10;
+        log(host, level, JSON.stringify(record));
+      } finally {
+        exchange.destroy();
+      }
     });
   return response;
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 
-from .errors import AuthenticationError
+from .errors import AuthenticationError, InvalidRequestError
 from .settings import Settings
 
 
@@ -25,7 +25,18 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 def resolve_poe_key(authorization: str | None, settings: Settings) -> str:
-    """The Poe key for this request, or ``AuthenticationError`` (401)."""
+    """The Poe key for this request, or ``AuthenticationError`` (401).
+
+    ``authorization`` is every Authorization header the request had, joined with ", " as HTTP
+    joins repeated fields (each host passes them so): a request with two is refused, whichever
+    order they came in, since hosts would otherwise disagree on which one counts.
+    """
+    if authorization is not None and "," in authorization:  # a bearer token has no comma
+        raise InvalidRequestError(
+            "The request has more than one Authorization header; send exactly one.",
+            param=None,
+            code="invalid_authorization_header",
+        )
     token = bearer_token(authorization)
     if token is None:
         raise AuthenticationError(

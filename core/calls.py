@@ -78,8 +78,7 @@ class CallGroup(Step):
 
     def _refuse(self, index: int) -> list[Action]:
         status, headers, body = self._refused[index]
-        secrets = (self._context.api_key,)
-        return self._fail(error_from_upstream_status(status, bytes(body), headers=headers, secrets=secrets))
+        return self._fail(error_from_upstream_status(status, bytes(body), headers=headers))
 
     def _fail(self, error: OpenAIError) -> list[Action]:
         self.done, self.error = True, error

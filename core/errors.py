@@ -13,8 +13,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-# Bearer tokens and Poe keys must never be echoed back; upstream text is scrubbed with this.
-_SECRET_PATTERNS = (
+# Bearer tokens and Poe keys must never be echoed back; every text from Poe that reaches a
+# client is scrubbed of the key the request used (``scrub``) and of anything labelled as a secret.
+_LABELLED_SECRETS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"),
     re.compile(
         r"(?i)((?:api[_-]?key|access[_-]?key|authorization|token)[\"']?\s*[:=]\s*[\"']?)"
@@ -22,6 +23,12 @@ _SECRET_PATTERNS = (
     ),
     re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"),
 )
+# A run of the characters keys are made of; any run that holds part of the key is hidden whole.
+_KEY_LIKE_RUN = re.compile(r"[A-Za-z0-9._~+/=-]{6,}")
+_TRAILING_RUN = re.compile(r"[A-Za-z0-9._~+/=-]*$")
+# What a fragment of the key is: a run of at least this many of its characters.
+KEY_FRAGMENT = 6
+REDACTED = "[redacted]"
 UPSTREAM_TEXT_LIMIT = 300
 
 
@@ -96,6 +103,12 @@ class MethodNotAllowedError(OpenAIError):
     default_code = "method_not_allowed"
 
 
+class RequestTimeoutError(OpenAIError):
+    status = 408
+    type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
 class RequestTooLargeError(OpenAIError):
     status = 413
     type = "invalid_request_error"
@@ -131,25 +144,34 @@ class UpstreamTimeoutError(UpstreamError):
     default_code = "upstream_timeout"
 
 
-def redact(text: str) -> str:
-    """Remove anything that looks like a credential from ``text``."""
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "[redacted]", text)
-    return text
+def scrub(text: str, key: str) -> str:
+    """``text`` with no piece of ``key`` in it, whatever its shape (whole, cut to a prefix or a
+    suffix, another case, inside a longer run) and nothing labelled as a secret."""
+    for pattern in _LABELLED_SECRETS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
+    if len(key) < KEY_FRAGMENT:
+        return text
+    lowered = key.lower()
+    fragments = {lowered[i : i + KEY_FRAGMENT] for i in range(len(lowered) - KEY_FRAGMENT + 1)}
+
+    def hide(match: re.Match[str]) -> str:
+        run = match.group().lower()
+        if run in lowered or any(fragment in run for fragment in fragments):
+            return REDACTED
+        return match.group()
+
+    return _KEY_LIKE_RUN.sub(hide, text)
 
 
-def summarize_upstream_text(body: str, *, secrets: tuple[str, ...] = ()) -> str:
-    """Upstream error text fit to show a client: one line, short, with no key in it."""
+def summarize_upstream_text(body: str) -> str:
+    """Upstream error text fit to show a client: one line, short (the key is scrubbed from every
+    error as it leaves, ``scrub``)."""
     if "<html" in body[:500].lower() or "<!doctype" in body[:500].lower():
         # An HTML error page (a CDN or load balancer) says nothing useful to an API client.
         return "upstream returned an HTML error page"
     text = " ".join(body.split())
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    text = redact(text)
-    if len(text) > UPSTREAM_TEXT_LIMIT:
-        text = text[: UPSTREAM_TEXT_LIMIT - 3] + "..."
+    if len(text) > UPSTREAM_TEXT_LIMIT:  # cut between words: no stub of a key is left at the end
+        text = _TRAILING_RUN.sub("", text[: UPSTREAM_TEXT_LIMIT - 3]) + "..."
     return text
 
 
@@ -191,7 +213,6 @@ def error_from_upstream_status(
     body: bytes,
     *,
     headers: Mapping[str, str] | None = None,
-    secrets: tuple[str, ...] = (),
 ) -> OpenAIError:
     """Map an upstream HTTP error (status and the first bytes of its body) to the OpenAI error a
     client expects. A JSON body's own message is preferred to its raw text."""
@@ -202,7 +223,7 @@ def error_from_upstream_status(
         parsed_body = None
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     message = _upstream_message(parsed_body)
-    detail = summarize_upstream_text(message if message is not None else body_text, secrets=secrets)
+    detail = summarize_upstream_text(message if message is not None else body_text)
     upstream_code: str | None = None
     if isinstance(parsed_body, Mapping) and isinstance(parsed_body.get("error"), Mapping):
         raw_code = parsed_body["error"].get("code")

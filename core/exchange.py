@@ -6,7 +6,9 @@ loop that performs whatever the exchange asks for and reports back what happened
 
     exchange = proxy.request(method, path, headers, new_token=..., now=...)
     while (action := exchange.next_action()) is not DONE:
-        READ_BODY  -> read some of the request body; exchange.body(data, more)
+        READ_BODY  -> read some of the request body; exchange.body(data, more), or
+                      exchange.body_failed("timeout" | "aborted") when it does not come whole
+                      within exchange.body_timeout seconds of the first READ_BODY
         StartCall  -> start that HTTP call to Poe; as it goes, report
                       exchange.answered(call, status, headers), exchange.data(call, bytes)...,
                       exchange.ended(call), or exchange.failed(call, reason) at any point
@@ -15,7 +17,8 @@ loop that performs whatever the exchange asks for and reports back what happened
         Respond    -> send this status, these headers and this first body; ``more``: Writes follow
         Write      -> send these bytes to the client
         WAIT       -> wait for the next thing a running call reports (any call), and report it
-    log exchange.record (and exchange.bug, with its traceback, if set)
+    exchange.client_left() at any point when the client is gone (then stop every call)
+    log exchange.record at exchange.level (and exchange.bug, with its traceback, if set)
 
 Everything a client can see is decided in ``core``: routing, auth, validation, which calls to
 make and in which order (uploads before a chat, one call per choice, a second call when a JSON
@@ -25,13 +28,16 @@ client left just stops every call it started.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
+from urllib.parse import unquote
 
 from .flow import (
     DONE,
     READ_BODY,
     WAIT,
     Action,
+    BodyFailure,
     Context,
     Exchange,
     FailureReason,
@@ -50,6 +56,7 @@ __all__ = [
     "READ_BODY",
     "WAIT",
     "Action",
+    "BodyFailure",
     "Exchange",
     "FailureReason",
     "Proxy",
@@ -71,13 +78,44 @@ class Proxy:
     def request(
         self,
         method: str,
-        path: str,
+        target: str,
         headers: Mapping[str, str],
         *,
         new_token: Callable[[], str],
         now: float,
     ) -> Exchange:
-        """A new request. ``headers`` have lowercase names; ``new_token`` returns 32 fresh random
-        lowercase hex digits and ``now`` is the Unix time: the host's randomness and clock."""
+        """A new request. ``target`` is the path of the request target as it came (still
+        percent-encoded, no query); ``headers`` have lowercase names, a repeated field's values
+        joined with ", "; ``new_token`` returns 32 fresh random lowercase hex digits and ``now``
+        is the Unix time: the host's randomness and clock."""
+        path = request_path(target)
         context = Context(self.settings, self.models_cache, method, path, headers, new_token, now)
         return Exchange(context, dispatch(context))
+
+
+_DOT = re.compile(r"\.|%2e", re.IGNORECASE)
+
+
+def request_path(target: str) -> str:
+    """The path a request names, as every host must see it: dot segments removed as a URL parser
+    removes them (``%2e`` is a dot; RFC 3986, section 5.2.4), then percent-decoded (bytes that
+    are not UTF-8 become U+FFFD, so such a path matches no route). Web runtimes hand over
+    targets already resolved this way, ASGI servers do not: this makes both alike."""
+    if not target.startswith("/"):  # absolute form (http://host/path) or "*"
+        target = "/" + target.partition("://")[2].partition("/")[2]
+    segments: list[str] = []
+    parts = target.split("/")
+    for index, segment in enumerate(parts[1:], start=1):
+        dots = _DOT.sub(".", segment) if "." in segment or "%" in segment else segment
+        last = index == len(parts) - 1
+        if dots == "..":
+            if segments:
+                segments.pop()
+            if last:
+                segments.append("")
+        elif dots == ".":
+            if last:
+                segments.append("")
+        else:
+            segments.append(segment)
+    return unquote("/" + "/".join(segments), errors="replace")

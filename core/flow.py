@@ -16,10 +16,12 @@ from typing import Any, Literal, NamedTuple
 from .auth import resolve_poe_key
 from .errors import (
     OpenAIError,
+    RequestTimeoutError,
     RequestTooLargeError,
     UpstreamTimeoutError,
     connection_refused,
     connection_reset,
+    scrub,
 )
 from .models import ModelListCache
 from .settings import Settings
@@ -39,6 +41,9 @@ USER_AGENT = "poe-openai-proxy/0.1"
 # How a call failed, as the host saw it: no connection, no answer in time, or the connection
 # broke (a reset, or an answer that is not HTTP).
 FailureReason = Literal["refused", "connect_timeout", "timeout", "reset"]
+# How reading the request body failed: it did not arrive within ``Settings.body_timeout``, or
+# the client broke the connection (an aborted upload).
+BodyFailure = Literal["timeout", "aborted"]
 
 
 # -- actions: what the host is asked to do -----------------------------------------------------
@@ -232,6 +237,12 @@ class Context:
     def note(self, **fields: Any) -> None:
         self.record.update(fields)
 
+    def scrubbed(self, error: OpenAIError) -> OpenAIError:
+        """``error`` fit to leave the proxy: its text holds no piece of the key this request used
+        (Poe's words are in it, and Poe may repeat the key in any shape)."""
+        error.message = scrub(error.message, self.api_key)
+        return error
+
     def note_upstream_status(self, status: int) -> None:
         """Poe's HTTP status for the log line; with several calls the worst one is kept."""
         if status >= self.record.get("upstream_status", 0):
@@ -278,6 +289,8 @@ class Exchange:
         self.context = context
         self.record = context.record
         self.bug: BaseException | None = None
+        # Seconds the host gives the whole request body, from its first READ_BODY.
+        self.body_timeout = context.settings.body_timeout
         self._flow = flow
         self._outbox: deque[Action] = deque()
         self._step: Step | None = None
@@ -297,6 +310,30 @@ class Exchange:
         step = self._step
         if step is not None:
             self._run(step, step.body, bytes(data), more)
+
+    def body_failed(self, reason: BodyFailure) -> None:
+        """The request body did not come: too slow (a 408), or the client broke off its upload
+        (no one is left to answer)."""
+        step = self._step
+        if not isinstance(step, ReadBody):
+            return
+        if reason == "aborted":
+            self.client_left()
+            return
+        seconds = self.context.settings.body_timeout
+        step.done, step.error = (
+            True,
+            RequestTimeoutError(f"The request body did not arrive within {seconds:g} s."),
+        )
+        self._resume(None, step.error)
+
+    def client_left(self) -> None:
+        """The client is gone: stop every call (the host closes them too) and end the request."""
+        self.record["client_left"] = True
+        self.record.setdefault("status", 499)  # nginx's "client closed request"
+        self._outbox.clear()
+        self._abandon()
+        self._outbox.append(DONE)
 
     def answered(self, call: int, status: int, headers: Mapping[str, str]) -> None:
         """Poe answered ``call`` with ``status``; ``headers`` with lowercase names."""
@@ -371,6 +408,8 @@ class Exchange:
 
     def _fail(self, error: OpenAIError) -> None:
         """End the request with ``error``: as the answer, or as the stream's last events."""
+        error = self.context.scrubbed(error)
+        self.record["error"] = error.code or error.type
         errors = self.context.stream_errors
         if errors is not None:
             self._outbox.append(Write(errors(error)))
@@ -378,11 +417,27 @@ class Exchange:
             self._respond(self.context.error(error))
         self._outbox.append(DONE)
 
-    def crash(self, exc: Exception) -> None:
+    def crash(self, exc: BaseException) -> None:
         """A bug (here or in the host): the request ends with a 500, or a stream's last event."""
         self.bug = exc
+        self._abandon()
+        self._fail(OpenAIError("The proxy failed unexpectedly.", code="internal_error"))
+
+    def _abandon(self) -> None:
+        """Stop the flow and whatever its step had running."""
         step, self._step = self._step, None
-        if step is not None:  # stop whatever it had running
+        if step is not None:
             self._outbox.extend(StopCall(step.first_call + i, False) for i in range(step.calls))
         self._flow.close()
-        self._fail(OpenAIError("The proxy failed unexpectedly.", code="internal_error"))
+
+    @property
+    def level(self) -> str:
+        """How the request's log line is to be written: ``error`` for a bug of the proxy's,
+        ``warning`` when Poe or the connection failed it (a 5xx, or a stream cut after its head),
+        ``info`` otherwise (a client's mistake is no operator's concern)."""
+        if self.bug is not None:
+            return "error"
+        status = self.record.get("status", 0)
+        if status >= 500 or (status == 200 and "error" in self.record):
+            return "warning"
+        return "info"

@@ -8,6 +8,7 @@ as they are, before or during a stream.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Generator, Mapping
 from functools import partial
 from typing import Any
@@ -27,7 +28,7 @@ from .chat_stream import (
 from .chat_upstream import QueryIds, json_instruction, openai_compat_body, poe_query
 from .completions import CompletionWire, parse_completion_request, text_completion
 from .embeddings import join_embeddings, parse_embeddings_request, upstream_batches
-from .errors import MethodNotAllowedError, NotFoundError, OpenAIError
+from .errors import InvalidRequestError, MethodNotAllowedError, NotFoundError, OpenAIError
 from .flow import Context, Flow, Respond, Step, UpstreamRequest
 from .models import find_model, openai_model_list
 from .responses import (
@@ -46,11 +47,16 @@ from .usage import estimate_prompt_tokens
 from .validate import parse_json_object
 
 Attachments = Mapping[tuple[int, int], dict[str, Any]]
+# A host name or address, with an optional port (RFC 3986's reg-name, IPv6 in brackets).
+VALID_HOST = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=-]*(?::[0-9]*)?|\[[0-9A-Fa-f:.]+\](?::[0-9]*)?")
 
 
 def dispatch(context: Context) -> Flow:
     """Route, check the method and authenticate; then the route's own flow."""
     method, path = context.method, context.path
+    host = context.headers.get("host")
+    if host is not None and not VALID_HOST.fullmatch(host):  # a URL built from it would mislead
+        raise InvalidRequestError("The Host header is not a valid host.", code="invalid_host")
     if method == "OPTIONS":  # a preflight on any path; every answer allows any origin
         return Respond(204, dict(context.response_headers), b"")
     route = path[4:] if path.startswith("/v1/") else path[1:]
@@ -64,7 +70,8 @@ def dispatch(context: Context) -> Flow:
         raise NotFoundError(f"Unknown request URL: {method} {path}.", code="unknown_url")
     wanted, flow = found
     if method != wanted:
-        raise MethodNotAllowedError(f"Method {method} is not allowed on {path}.")
+        allow = {"Allow": f"{wanted}, OPTIONS"}
+        raise MethodNotAllowedError(f"Method {method} is not allowed on {path}.", headers=allow)
     context.authenticate()  # before the body is read: no key, no reading
     return (yield from flow(context))
 

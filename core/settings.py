@@ -33,6 +33,7 @@ class Settings:
     default_embedding_model: str = DEFAULT_EMBEDDING_MODEL
     connect_timeout: float = 10.0
     read_timeout: float = 120.0  # longest silence between two upstream bytes
+    body_timeout: float = 30.0  # the whole request body must arrive within this
     max_body_bytes: int = 10 * 1024 * 1024
     max_media_bytes: int = 7 * 1024 * 1024  # decoded; its base64 still fits in the body limit
     max_n: int = 8
@@ -99,6 +100,7 @@ class Settings:
             default_embedding_model=text("DEFAULT_EMBEDDING_MODEL", DEFAULT_EMBEDDING_MODEL),
             connect_timeout=number("POE_CONNECT_TIMEOUT", 10.0, minimum=0.001),
             read_timeout=number("POE_READ_TIMEOUT", 120.0, minimum=0.001),
+            body_timeout=number("BODY_TIMEOUT", 30.0, minimum=0.001),
             max_body_bytes=int(number("MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)),
             max_media_bytes=int(number("MAX_MEDIA_BYTES", 7 * 1024 * 1024, minimum=1)),
             max_n=int(number("MAX_N", 8, minimum=1)),

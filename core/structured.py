@@ -84,7 +84,7 @@ def json_answer_problem(request: ChatRequest, text: str) -> str | None:
     if request.json_mode == "json_object" and not isinstance(value, dict):
         return "it is not a JSON object"
     schema = request.json_schema
-    return None if schema is None else schema_problem(value, schema, schema, "$")
+    return None if schema is None else checked_schema_problem(value, schema)
 
 
 def json_correction(problem: str) -> str:
@@ -126,16 +126,45 @@ _TYPES: Mapping[str, Callable[[Any], bool]] = {
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
 }
 _MAX_DEPTH = 64
+# How many (sub)schemas one check may visit. A schema can make the check exponential in its
+# size (``{"allOf": [{"$ref": "#"}, {"$ref": "#"}]}`` doubles per level); a real one checked
+# against a real answer visits hundreds. Past the budget the answer is taken as it is.
+SCHEMA_BUDGET = 20_000
 
 
-def schema_problem(value: Any, schema: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> str | None:
+class _OverBudget(Exception):
+    pass
+
+
+class _Budget:
+    __slots__ = ("left",)
+
+    def __init__(self, visits: int) -> None:
+        self.left = visits
+
+
+def checked_schema_problem(value: Any, schema: Any, budget: int = SCHEMA_BUDGET) -> str | None:
+    """``schema_problem`` for a whole answer, within ``budget`` visits: an answer whose check
+    would cost more is not judged (``None``), never a request that runs for hours."""
+    try:
+        return schema_problem(value, schema, schema, "$", 0, _Budget(budget))
+    except _OverBudget:
+        return None
+
+
+def schema_problem(
+    value: Any, schema: Any, root: Mapping[str, Any], path: str, depth: int, budget: _Budget
+) -> str | None:
     """The first way ``value`` breaks ``schema`` (``path`` names where), or ``None``."""
     if not isinstance(schema, Mapping) or depth > _MAX_DEPTH:
         return None
+    budget.left -= 1
+    if budget.left < 0:
+        raise _OverBudget
     if isinstance(schema.get("$ref"), str):
-        return schema_problem(value, _resolve(schema["$ref"], root), root, path, depth + 1)
+        return schema_problem(value, _resolve(schema["$ref"], root), root, path, depth + 1, budget)
     for check in (_type_problem, _choice_problem, _object_problem, _array_problem, _bounds_problem):
-        problem = check(value, schema, root, path, depth)
+        problem = check(value, schema, root, path, depth, budget)
         if problem:
             return problem
     return None
@@ -155,7 +184,9 @@ def _resolve(ref: str, root: Mapping[str, Any]) -> Any:
     return node
 
 
-def _type_problem(value: Any, schema: Mapping[str, Any], root: Any, path: str, depth: int) -> str | None:
+def _type_problem(
+    value: Any, schema: Mapping[str, Any], root: Any, path: str, depth: int, budget: _Budget
+) -> str | None:
     wanted = schema.get("type")
     names = [wanted] if isinstance(wanted, str) else wanted if isinstance(wanted, list) else []
     known = [n for n in names if isinstance(n, str) and n in _TYPES]
@@ -168,23 +199,27 @@ def _type_problem(value: Any, schema: Mapping[str, Any], root: Any, path: str, d
     return None
 
 
-def _choice_problem(value: Any, schema: Mapping[str, Any], root: Any, path: str, depth: int) -> str | None:
+def _choice_problem(
+    value: Any, schema: Mapping[str, Any], root: Any, path: str, depth: int, budget: _Budget
+) -> str | None:
     for keyword in ("anyOf", "oneOf"):
         options = schema.get(keyword)
         if (
             isinstance(options, list)
             and options
-            and all(schema_problem(value, o, root, path, depth + 1) for o in options)
+            and all(schema_problem(value, o, root, path, depth + 1, budget) for o in options)
         ):
             return f"{path} matches none of the allowed shapes"
     for option in _list(schema.get("allOf")):
-        problem = schema_problem(value, option, root, path, depth + 1)
+        problem = schema_problem(value, option, root, path, depth + 1, budget)
         if problem:
             return problem
     return None
 
 
-def _object_problem(value: Any, schema: Mapping[str, Any], root: Any, path: str, depth: int) -> str | None:
+def _object_problem(
+    value: Any, schema: Mapping[str, Any], root: Any, path: str, depth: int, budget: _Budget
+) -> str | None:
     if not isinstance(value, dict):
         return None
     properties = schema.get("properties")
@@ -195,21 +230,23 @@ def _object_problem(value: Any, schema: Mapping[str, Any], root: Any, path: str,
     extra = schema.get("additionalProperties", True)
     for name, item in value.items():
         if name in properties:
-            problem = schema_problem(item, properties[name], root, f"{path}.{name}", depth + 1)
+            problem = schema_problem(item, properties[name], root, f"{path}.{name}", depth + 1, budget)
         elif extra is False:
             problem = f"{path} has a property {name!r} that the schema does not allow"
         else:
-            problem = schema_problem(item, extra, root, f"{path}.{name}", depth + 1)
+            problem = schema_problem(item, extra, root, f"{path}.{name}", depth + 1, budget)
         if problem:
             return problem
     return None
 
 
-def _array_problem(value: Any, schema: Mapping[str, Any], root: Any, path: str, depth: int) -> str | None:
+def _array_problem(
+    value: Any, schema: Mapping[str, Any], root: Any, path: str, depth: int, budget: _Budget
+) -> str | None:
     if not isinstance(value, list) or not isinstance(schema.get("items"), Mapping):
         return None
     for index, item in enumerate(value):
-        problem = schema_problem(item, schema["items"], root, f"{path}[{index}]", depth + 1)
+        problem = schema_problem(item, schema["items"], root, f"{path}[{index}]", depth + 1, budget)
         if problem:
             return problem
     return None
@@ -223,7 +260,9 @@ _BOUNDS: tuple[tuple[str, Callable[[float, float], bool], str], ...] = (
 )
 
 
-def _bounds_problem(value: Any, schema: Mapping[str, Any], root: Any, path: str, depth: int) -> str | None:
+def _bounds_problem(
+    value: Any, schema: Mapping[str, Any], root: Any, path: str, depth: int, budget: _Budget
+) -> str | None:
     if _TYPES["number"](value):
         for keyword, ok, words in _BOUNDS:
             bound: Any = schema.get(keyword)

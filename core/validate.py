@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,7 +14,12 @@ MAX_JSON_DEPTH = 64
 
 
 def parse_json_object(body: bytes | str) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 saying what is wrong with it."""
+    """The request body as a JSON object, or a 400 saying what is wrong with it.
+
+    What could hurt the host is refused before decoding: nesting deeper than ``MAX_JSON_DEPTH``
+    (a decoder recurses per level, and in Pyodide a stack overflow ends the process), and
+    escapes of lone UTF-16 surrogates (a string no encoder can write out again).
+    """
     if isinstance(body, bytes):
         try:
             text = body.decode("utf-8")
@@ -25,29 +31,70 @@ def parse_json_object(body: bytes | str) -> dict[str, Any]:
         text = body
     if not text.strip():
         raise InvalidRequestError("The request body is empty; send a JSON object.", code="invalid_json")
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH:  # fewer cannot nest that deep
+        _check_depth(text)
     try:
         value = json.loads(text)
-    except RecursionError:
+    except RecursionError:  # not reached: the depth was checked (kept as a last line)
         raise InvalidRequestError("The request body is nested too deeply.", code="invalid_json") from None
     except ValueError as exc:
         raise InvalidRequestError(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(value, dict):
         raise InvalidRequestError("The request body must be a JSON object.", code="invalid_json")
-    if text.count("{") + text.count("[") > MAX_JSON_DEPTH:  # fewer cannot nest that deep
-        _check_depth(value)
+    if _SURROGATE_ESCAPE.search(text):
+        _check_strings(value, "")
     return value
 
 
-def _check_depth(value: Any) -> None:
-    stack: list[tuple[Any, int]] = [(value, 1)]
+_STRING = re.compile(r'"[^"]*"')  # once escaped backslashes and quotes are gone
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _check_depth(text: str) -> None:
+    """Refuse ``text`` if its arrays and objects nest deeper than ``MAX_JSON_DEPTH``, without
+    decoding it: strings are cut out, and each round removes every innermost pair, so a pair
+    left after ``MAX_JSON_DEPTH`` rounds nests deeper. (Brackets that do not balance are left to
+    the decoder, which refuses them recursing no deeper than twice the limit.)"""
+    unescaped = text.replace("\\\\", "").replace('\\"', "")
+    brackets = _NOT_BRACKETS.sub("", _STRING.sub("", unescaped)).replace("{", "[").replace("}", "]")
+    for _ in range(MAX_JSON_DEPTH):
+        if not brackets:
+            return
+        brackets = brackets.replace("[]", "")
+    if "[]" in brackets or brackets.count("[") > MAX_JSON_DEPTH:
+        raise InvalidRequestError(
+            f"The request body is nested too deeply: arrays and objects more than {MAX_JSON_DEPTH} levels.",
+            code="invalid_json",
+        )
+
+
+def _check_strings(value: Any, path: str) -> None:
+    """Refuse a string holding a lone surrogate (an unpaired ``\\ud800`` escape), naming where."""
+    stack: list[tuple[Any, str]] = [(value, path)]
     while stack:
-        item, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise InvalidRequestError("The request body is nested too deeply.", code="invalid_json")
+        item, where = stack.pop()
         if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
+            for key, inner in item.items():
+                stack.append((key, where))
+                stack.append((inner, f"{where}.{key}" if where else str(key)))
         elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
+            stack.extend((inner, f"{where}[{i}]") for i, inner in enumerate(item))
+        elif isinstance(item, str) and not _encodable(item):
+            raise InvalidRequestError(
+                "The request body has a string with an unpaired UTF-16 surrogate escape"
+                f"{f' in {where!r}' if where else ''}; send valid Unicode text.",
+                param=where or None,
+                code="invalid_encoding",
+            )
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def type_error(param: str, expected: str, value: Any) -> InvalidRequestError:

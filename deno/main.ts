@@ -40,6 +40,13 @@ const handler = webHandler({
   pyodide: () => loadPyodide(), // a plain start: Deno Deploy keeps no build output to start from
 });
 
+// Last resort: whatever escapes a request is logged, and the server goes on serving the others.
+globalThis.addEventListener("unhandledrejection", (event) => {
+  event.preventDefault();
+  console.error(JSON.stringify({ message: "unhandled rejection", error: String(event.reason).slice(0, 300) }));
+});
+
+await handler.ready(); // listen only once requests can be answered
 Deno.serve(
   {
     hostname: Deno.env.get("HOST") ?? "127.0.0.1",

@@ -18,7 +18,7 @@ from tests.hosts import HOSTS, HostProcesses, Target, missing_tool, target
 from tests.peers.faulty import FaultyPoe
 from tests.peers.openai_compat import PeerState
 from tests.peers.poe import make_poe_server
-from tests.peers.serve import serve
+from tests.peers.serve import GROUPS, alive, serve
 
 BACKENDS = ["bot", "openai"]
 
@@ -49,6 +49,8 @@ def host_processes() -> Iterator[HostProcesses]:
     processes = HostProcesses()
     try:
         yield processes
+        escaped = processes.escaped()
+        assert not escaped, "something escaped a request on a host:\n" + "\n".join(escaped)
     finally:
         processes.close()
 
@@ -124,3 +126,11 @@ def proxy_url(proxy: Target) -> Iterator[str]:
         return
     with serve(proxy.app, lifespan="on") as url:
         yield url
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No process a test started may outlive the run (a server left listening fails it)."""
+    left = sorted(group for group in GROUPS if alive(group))
+    if left:
+        print(f"\nprocess groups still running after the tests: {left}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

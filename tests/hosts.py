@@ -52,7 +52,7 @@ NOTICES_A_CLIENT_LEAVING_BEFORE_THE_ANSWER = {
     "serve": True,
     "netlify": True,
     "deno": False,
-    "cloudflare": False,  # a Python Worker sees the client leave only as a failed write
+    "cloudflare": True,  # request.signal (the enable_request_signal flag)
 }
 
 
@@ -131,7 +131,9 @@ class HostProcesses:
     def __init__(self) -> None:
         self._running: dict[tuple[str, frozenset[tuple[str, str]]], tuple[str, Path]] = {}
         self._stack = contextlib.ExitStack()
-        self._logs = Path(self._stack.enter_context(tempfile.TemporaryDirectory()))
+        kept = os.environ.get("HOST_LOGS")  # a folder to keep each host's output in, to read afterwards
+        self._logs = Path(kept) if kept else Path(self._stack.enter_context(tempfile.TemporaryDirectory()))
+        self._logs.mkdir(parents=True, exist_ok=True)
 
     def start(self, host: str, environment: Mapping[str, str]) -> tuple[str, Path]:
         """The URL of ``host`` running with ``environment``, and the file its output goes to."""
@@ -151,6 +153,17 @@ class HostProcesses:
             url = self._stack.enter_context(serving_process(process, f"http://127.0.0.1:{port}", timeout=120))
             self._running[key] = (url, log)
         return self._running[key]
+
+    def escaped(self) -> list[str]:
+        """Lines where a host logged that something escaped a request (its last resort caught it,
+        or a runtime reported it): each is a bug, even though the host went on serving."""
+        markers = ("unhandledRejection", "uncaughtException", "unhandled rejection", "Uncaught")
+        return [
+            f"{log.name}: {line[:300]}"
+            for _, log in self._running.values()
+            for line in log.read_text(errors="replace").splitlines()
+            if any(marker in line for marker in markers)
+        ]
 
     def close(self) -> None:
         self._stack.close()

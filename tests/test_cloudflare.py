@@ -66,6 +66,6 @@ def test_the_upload_is_far_below_the_workers_size_limits(dry_run: tuple[str, Pat
 def test_the_config_runs_python_workers(dry_run: tuple[str, Path]) -> None:
     stdout, _ = dry_run
     config = (ROOT / "wrangler.toml").read_text()
-    assert 'compatibility_flags = ["python_workers"]' in config
+    assert 'compatibility_flags = ["python_workers", "enable_request_signal"]' in config
     assert 'main = "build/cloudflare/worker.py"' in config
     assert "POE_BACKEND" in stdout  # the vars reach the Worker's bindings

@@ -14,7 +14,12 @@ from core.chat_request import parse_chat_request
 from core.chat_stream import CompletionMeta, PoeStreamToChatChunks
 from core.settings import Settings
 from core.sse import ServerSentEvent
-from core.structured import CodeFenceStripper, json_answer_problem, schema_problem, with_json_correction
+from core.structured import (
+    CodeFenceStripper,
+    checked_schema_problem,
+    json_answer_problem,
+    with_json_correction,
+)
 
 DOC = '{"name": "Ada", "tags": ["a`b", "c"], "n": 1}'
 
@@ -89,7 +94,7 @@ SCHEMA: dict[str, Any] = {
     ],
 )
 def test_schema_problems_name_the_place(value: Any, problem: str | None) -> None:
-    assert schema_problem(value, SCHEMA, SCHEMA, "$") == problem
+    assert checked_schema_problem(value, SCHEMA) == problem
 
 
 def chat(response_format: dict[str, Any]) -> Any:
@@ -149,4 +154,4 @@ def test_tool_call_arguments_split_anywhere_reassemble(cuts: list[int]) -> None:
 )
 def test_malformed_schema_keywords_check_nothing(schema: dict[str, Any]) -> None:
     # Found by the fuzzer: a client's schema is arbitrary JSON, and a typo must not be a 500.
-    assert schema_problem({"a": 1}, schema, schema, "$") is None
+    assert checked_schema_problem({"a": 1}, schema) is None

@@ -10,7 +10,7 @@
 import { execSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { basename, dirname, join, relative } from "node:path";
-import { loadPyodide } from "./npm/node_modules/pyodide/pyodide.mjs";
+import { loadPyodide } from "../cloudflare/node_modules/pyodide/pyodide.mjs";
 import { serveWeb } from "./serve-web.mjs";
 
 const [, , root, host, port] = process.argv;
@@ -55,9 +55,11 @@ serveWeb(
   async (request) => {
     const ctx = { waitUntil() {}, passThroughOnException() {} }; // Node keeps the work alive itself
     const worker = entry.Default(ctx, env);
+    const wrapped = workers.Request(request);
     try {
-      return await worker.fetch(workers.Request(request));
+      return await worker.fetch(wrapped);
     } finally {
+      wrapped.destroy();
       worker.destroy();
     }
   },

@@ -1,0 +1,394 @@
+"""No request can stop a host, freeze it or reach the owner's key: hostile input, broken and
+slow uploads, clients that leave, odd paths and headers. On every host, each case followed by
+a request that must still be answered; raw sockets where a client library would tidy up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import OpenProxy
+from tests.hosts import Target
+from tests.peers.bots import POE_KEY
+from tests.peers.faulty import Answer, FaultyPoe
+from tests.peers.serve import serve
+from tests.test_logging import logged
+
+AUTH = {"Authorization": f"Bearer {POE_KEY}"}
+OWNER_MODE = {"POE_API_KEY": POE_KEY, "PROXY_ACCESS_TOKEN": "team-token"}
+
+
+async def still_serving(proxy: Target) -> None:
+    """The host answers a plain chat (it did not die or freeze)."""
+    async with proxy.sdk() as sdk:
+        reply = await asyncio.wait_for(
+            sdk.chat.completions.create(model="echo", messages=[{"role": "user", "content": "alive?"}]), 30
+        )
+    assert reply.choices[0].message.content == "alive?"
+
+
+def served_url(proxy: Target, proxy_url: str) -> tuple[str, int]:
+    parts = urlsplit(proxy_url)
+    assert parts.hostname is not None and parts.port is not None
+    return parts.hostname, parts.port
+
+
+@asynccontextmanager
+async def connection(
+    address: tuple[str, int],
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+
+
+async def raw(
+    address: tuple[str, int], data: bytes, *, seconds: float = 20
+) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` as it is and read one whole answer: status, headers, body."""
+    async with connection(address) as (reader, writer):
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(read_answer(reader), seconds)
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(head[0].split(" ")[1])
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in head[1:] if line)}
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while size := int((await reader.readline()).strip(), 16):
+            body += await reader.readexactly(size)
+            await reader.readline()
+    else:
+        body = await reader.read()
+    return status, headers, body
+
+
+def request_bytes(method: str, target: str, *headers: str, body: bytes = b"") -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def openai_error(body: bytes) -> dict[str, object]:
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return dict(error)
+
+
+# -- what core refuses before it decodes or checks ---------------------------------------------
+
+BOMB = {
+    "type": "json_schema",
+    "json_schema": {"name": "x", "schema": {"allOf": [{"$ref": "#"}, {"$ref": "#"}]}},
+}
+
+
+async def test_a_schema_bomb_is_answered_in_seconds_while_others_are_served(proxy: Target) -> None:
+    async with proxy.sdk() as sdk:
+        bomb = sdk.chat.completions.create(
+            model="echo", messages=[{"role": "user", "content": '{"a": 1}'}], response_format=BOMB
+        )
+        other = sdk.chat.completions.create(model="echo", messages=[{"role": "user", "content": "meanwhile"}])
+        answered, served = await asyncio.wait_for(asyncio.gather(bomb, other), 30)
+    assert json.loads(answered.choices[0].message.content or "") == {"a": 1}
+    assert served.choices[0].message.content == "meanwhile"
+
+
+@pytest.mark.parametrize("opening", ["[", '{"a":'])
+async def test_deep_nesting_is_a_400_and_the_host_lives(
+    proxy: Target, http: httpx.AsyncClient, opening: str
+) -> None:
+    closing = "]" if opening == "[" else "}"
+    nested = opening * 5000 + "1" + closing * 5000
+    body = f'{{"model": "echo", "messages": {nested}}}'
+    response = await http.post("/v1/chat/completions", headers=AUTH, content=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+    assert "nested too deeply" in response.json()["error"]["message"]
+    await still_serving(proxy)
+
+
+async def test_a_lone_surrogate_is_a_400_naming_the_field(proxy: Target, http: httpx.AsyncClient) -> None:
+    body = '{"model": "echo", "messages": [{"role": "user", "content": "a\\ud800b"}]}'
+    response = await http.post("/v1/chat/completions", headers=AUTH, content=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("messages[0].content", "invalid_encoding")
+    paired = '{"model": "echo", "messages": [{"role": "user", "content": "\\ud83d\\ude00"}]}'
+    response = await http.post("/v1/chat/completions", headers=AUTH, content=paired)
+    assert response.json()["choices"][0]["message"]["content"] == "\U0001f600"
+    await still_serving(proxy)
+
+
+# -- the owner's key -----------------------------------------------------------------------------
+
+KEY_SHAPES: dict[str, Callable[[str], str]] = {
+    "whole": lambda key: f"your key {key} is wrong",
+    "prefix": lambda key: f"key {key[:12]}... is wrong",
+    "suffix": lambda key: f"key ...{key[-10:]} is wrong",
+    "inside a run": lambda key: f"token=xx{key}yy",
+    "another case": lambda key: f"KEY {key.upper()}",
+    "json": lambda key: json.dumps({"api_key": key}),
+}
+
+
+def holds_part_of(text: str, key: str) -> bool:
+    lowered, key = text.lower(), key.lower()
+    return any(key[i : i + 6] in lowered for i in range(len(key) - 5))
+
+
+@pytest.mark.parametrize("shape", KEY_SHAPES)
+async def test_no_piece_of_the_owners_key_reaches_a_token_holder_from_a_bot_error(
+    open_proxy: OpenProxy, shape: str
+) -> None:
+    proxy = open_proxy("bot", **OWNER_MODE)
+    script = json.dumps([["text", "partial "], ["error", KEY_SHAPES[shape](POE_KEY), False]])
+    async with proxy.sdk(api_key="team-token") as sdk:
+        with pytest.raises(openai.APIError) as raised:
+            await sdk.chat.completions.create(model="script", messages=[{"role": "user", "content": script}])
+        with pytest.raises(openai.APIError) as streamed:
+            stream = await sdk.chat.completions.create(
+                model="script", messages=[{"role": "user", "content": script}], stream=True
+            )
+            async for _ in stream:
+                pass
+    for error in (raised.value, streamed.value):
+        assert "[redacted]" in error.message
+        assert not holds_part_of(error.message, POE_KEY), error.message
+
+
+@pytest.mark.parametrize("shape", KEY_SHAPES)
+async def test_no_piece_of_the_owners_key_reaches_a_token_holder_from_an_http_error(
+    open_proxy: OpenProxy, faulty_poe: FaultyPoe, backend: str, shape: str
+) -> None:
+    faulty_poe.handler = lambda request: Answer.json(401, {"error": {"message": KEY_SHAPES[shape](POE_KEY)}})
+    proxy = open_proxy(backend, **OWNER_MODE, POE_BASE_URL=faulty_poe.url)
+    mark = proxy.log_mark()
+    async with proxy.sdk(api_key="team-token") as sdk:
+        with pytest.raises(openai.AuthenticationError) as raised:
+            await sdk.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+    assert not holds_part_of(raised.value.message, POE_KEY), raised.value.message
+    await asyncio.sleep(0.2)
+    assert not holds_part_of(proxy.log_text()[mark:], POE_KEY)
+
+
+# -- request bodies --------------------------------------------------------------------------------
+
+
+async def test_a_huge_body_is_refused_before_it_is_read(proxy: Target, proxy_url: str) -> None:
+    address = served_url(proxy, proxy_url)
+    head = ("Content-Type: application/json", "Content-Length: 1000000000")
+    # No key: a 401 without reading a byte of the body; a key: a 413 on the declared length.
+    status, headers, body = await raw(
+        address, request_bytes("POST", "/v1/chat/completions", *head), seconds=10
+    )
+    assert (status, openai_error(body)["code"]) == (401, "invalid_api_key")
+    assert headers["access-control-allow-origin"] == "*"
+    keyed = request_bytes("POST", "/v1/chat/completions", *head, f"Authorization: Bearer {POE_KEY}")
+    status, _, body = await raw(address, keyed, seconds=10)
+    assert (status, openai_error(body)["code"]) == (413, "request_too_large")
+    await still_serving(proxy)
+
+
+async def test_a_chunked_body_over_the_limit_is_refused_as_it_grows(
+    open_proxy: OpenProxy, proxy_url_of: Callable[[Target], str]
+) -> None:
+    proxy = open_proxy("bot", MAX_BODY_BYTES="2048")
+    address = served_url(proxy, proxy_url_of(proxy))
+    head = request_bytes(
+        "POST", "/v1/chat/completions", f"Authorization: Bearer {POE_KEY}", "Transfer-Encoding: chunked"
+    )
+    async with connection(address) as (reader, writer):
+        writer.write(head)
+        answer = asyncio.ensure_future(read_answer(reader))
+        for _ in range(64):  # up to 64 KiB, far past the limit, unless the answer comes first
+            if answer.done():
+                break
+            writer.write(b"400\r\n" + b" " * 1024 + b"\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        status, _, body = await asyncio.wait_for(answer, 10)
+    assert (status, openai_error(body)["code"]) == (413, "request_too_large")
+    await still_serving(proxy)
+
+
+async def test_a_trickled_body_times_out_with_a_408(
+    open_proxy: OpenProxy, proxy_url_of: Callable[[Target], str]
+) -> None:
+    proxy = open_proxy("bot", BODY_TIMEOUT="1")
+    address = served_url(proxy, proxy_url_of(proxy))
+    head = request_bytes(
+        "POST", "/v1/chat/completions", f"Authorization: Bearer {POE_KEY}", "Content-Length: 100"
+    )
+    started = time.monotonic()
+    async with connection(address) as (reader, writer):
+        writer.write(head)
+        answer = asyncio.ensure_future(read_answer(reader))
+        while not answer.done() and time.monotonic() - started < 20:
+            writer.write(b" ")  # one byte at a time: never the whole body in time
+            await writer.drain()
+            await asyncio.sleep(0.2)
+        status, headers, body = await asyncio.wait_for(answer, 5)
+    assert (status, openai_error(body)["code"]) == (408, "request_timeout")
+    assert headers["access-control-allow-origin"] == "*"
+    await still_serving(proxy)
+
+
+async def test_uploads_broken_off_end_their_requests_not_the_host(proxy: Target, proxy_url: str) -> None:
+    address = served_url(proxy, proxy_url)
+    mark = proxy.log_mark()
+    head = request_bytes(
+        "POST", "/v1/chat/completions", f"Authorization: Bearer {POE_KEY}", "Content-Length: 5000"
+    )
+    for _ in range(20):
+        async with connection(address) as (_, writer):
+            writer.write(head + b'{"model": "echo", "messages": [SECRET-BODY-TEXT')
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.transport.abort()  # a reset mid-upload
+    await still_serving(proxy)
+    for _ in range(100):
+        lines = [line for line in proxy.log_since(mark) if line.get("status") == 499]
+        if len(lines) == 20:
+            break
+        await asyncio.sleep(0.05)
+    assert len(lines) == 20 and all(line["client_left"] for line in lines)
+    assert "SECRET-BODY-TEXT" not in proxy.log_text()
+
+
+# -- headers and paths: one answer for one request on every host ----------------------------------
+
+
+async def test_two_authorization_headers_are_refused(proxy: Target, http: httpx.AsyncClient) -> None:
+    for first, second in ((POE_KEY, "other"), ("other", POE_KEY)):
+        headers = [("authorization", f"Bearer {first}"), ("authorization", f"Bearer {second}")]
+        response = await http.get("/v1/models", headers=headers)
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "invalid_authorization_header"
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [
+        ("/v1/../v1/models", 200),
+        ("/v1/chat/%2e%2e/models", 200),
+        ("/v1/./models", 200),
+        ("http://evil.example/v1/models", 200),  # absolute form: only the path counts
+        ("/v1/%FF", 404),
+        ("/", 404),
+    ],
+)
+async def test_paths_resolve_alike_on_every_host(
+    proxy: Target, proxy_url: str, target: str, status: int
+) -> None:
+    address = served_url(proxy, proxy_url)
+    answer = await raw(
+        address, request_bytes("GET", target, f"Authorization: Bearer {POE_KEY}", "Connection: close")
+    )
+    assert answer[0] == status
+    if status != 200:
+        assert openai_error(answer[2])["code"] == "unknown_url"
+    assert answer[1]["access-control-allow-origin"] == "*"
+
+
+async def test_the_host_header_does_not_route(proxy: Target, proxy_url: str) -> None:
+    address = served_url(proxy, proxy_url)
+    data = request_bytes("GET", "/v1/models", f"Authorization: Bearer {POE_KEY}", "Connection: close")
+    data = data.replace(b"Host: 127.0.0.1", b"Host: evil.example/x?")
+    status, _, body = await raw(address, data)
+    assert (status, openai_error(body)["code"]) == (400, "invalid_host")  # never routed to /x
+    await still_serving(proxy)
+
+
+async def test_a_wrong_method_is_405_with_allow(http: httpx.AsyncClient) -> None:
+    response = await http.post("/v1/models", headers=AUTH)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, OPTIONS"
+    response = await http.get("/v1/chat/completions", headers=AUTH)
+    assert response.headers["allow"] == "POST, OPTIONS"
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT", "TRACK", "PROPFIND"])
+async def test_odd_methods_are_refused_and_the_host_lives(proxy: Target, proxy_url: str, method: str) -> None:
+    address = served_url(proxy, proxy_url)
+    status, _, _ = await raw(address, request_bytes(method, "/v1/models", "Connection: close"))
+    assert status in (400, 405)
+    await still_serving(proxy)
+
+
+async def test_bad_framing_is_refused_and_the_host_lives(proxy: Target, proxy_url: str) -> None:
+    address = served_url(proxy, proxy_url)
+    status, _, _ = await raw(address, b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: x\r\n\r\n")
+    assert status == 400
+    await still_serving(proxy)
+
+
+# -- clients that leave, streams that break ----------------------------------------------------------
+
+
+async def test_clients_leaving_under_concurrency_leave_the_host_serving(proxy: Target) -> None:
+    script = json.dumps([["text", "first "], *([["sleep", 0.05], ["text", "more "]] * 10)])
+    messages = [{"role": "user", "content": script}]
+    mark = proxy.log_mark()
+    limit = asyncio.Semaphore(4)
+
+    async def one(index: int, sdk: openai.AsyncOpenAI) -> None:
+        async with limit:
+            stream = await sdk.chat.completions.create(model="script", messages=messages, stream=True)
+            async for _ in stream:
+                if index % 2:
+                    await stream.close()  # leaves after the first chunk
+                    return
+
+    async with proxy.sdk() as sdk:
+        await asyncio.wait_for(asyncio.gather(*(one(i, sdk) for i in range(40))), 60)
+    await still_serving(proxy)
+    for _ in range(100):
+        lines = [line for line in proxy.log_since(mark) if line.get("model") == "script"]
+        if len(lines) == 40:
+            break
+        await asyncio.sleep(0.05)
+    assert len(lines) == 40
+    assert script not in proxy.log_text()
+
+
+async def test_a_stream_poe_resets_midway_is_logged_as_failed(
+    open_proxy: OpenProxy, faulty_poe: FaultyPoe
+) -> None:
+    partial = 'event: text\ndata: {"text": "Hel"}\n\n'
+    faulty_poe.handler = lambda request: Answer.sse(partial, then="reset")
+    proxy = open_proxy("bot", POE_BASE_URL=faulty_poe.url)
+    mark = proxy.log_mark()
+    async with proxy.http() as client:
+        body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        response = await client.post("/v1/chat/completions", headers=AUTH, json=body)
+    assert response.status_code == 200
+    assert "upstream_connection_reset" in response.text
+    [line] = await logged(proxy, mark, response)
+    assert (line["status"], line["error"]) == (200, "upstream_connection_reset")
+
+
+@pytest.fixture
+def proxy_url_of() -> Iterator[Callable[[Target], str]]:
+    """The URL of a proxy opened in the test (the in-process app is served by uvicorn)."""
+    with contextlib.ExitStack() as stack:
+
+        def url(target: Target) -> str:
+            return target.url if target.app is None else stack.enter_context(serve(target.app, lifespan="on"))
+
+        yield url

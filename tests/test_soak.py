@@ -48,7 +48,7 @@ def open_sockets(pid: int) -> int:
 
 
 @pytest.fixture
-def proxy_process(poe_server: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def proxy_process(poe_server: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     env = {**os.environ, "POE_BASE_URL": poe_server, "LOG_LEVEL": "WARNING"}
     process = subprocess.Popen(
@@ -66,7 +66,7 @@ def proxy_process(poe_server: str) -> Iterator[tuple[str, subprocess.Popen[bytes
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=(tmp_path / "proxy.log").open("wb"),  # a pipe no one reads would block its writes
     )
     with serving_process(process, f"http://127.0.0.1:{port}") as url:
         yield url, process

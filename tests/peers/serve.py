@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -54,6 +56,9 @@ def serving_process(
 ) -> Iterator[str]:
     """Wait until the server ``process`` answers at ``url`` (any status, or one ``ready`` accepts),
     yield, then stop it."""
+    with contextlib.suppress(ProcessLookupError):
+        if os.getpgid(process.pid) == process.pid:
+            GROUPS.add(process.pid)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -71,16 +76,42 @@ def serving_process(
         stop(process)
 
 
+# The process groups tests started: none may outlive the test session (``conftest.py`` checks).
+GROUPS: set[int] = set()
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate ``process``, and its children too when it leads its own process group
-    (``start_new_session=True``: CLIs such as ``vercel dev`` run the app in a child)."""
-    leads_group = os.getpgid(process.pid) == process.pid if process.poll() is None else False
-    if leads_group:
-        os.killpg(process.pid, signal.SIGTERM)
-    else:
-        process.terminate()
+    """Stop ``process``, and every process of its group when it leads one
+    (``start_new_session=True``: ``make`` and CLIs such as ``vercel dev`` run the server in a
+    child, which may outlive its parent)."""
     try:
+        leads_group = os.getpgid(process.pid) == process.pid  # a zombie leader still answers
+    except ProcessLookupError:
+        leads_group = process.pid in GROUPS
+    if not leads_group:
+        process.terminate()
         process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        (os.killpg if leads_group else os.kill)(process.pid, signal.SIGKILL)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=10)
+    group_alive = True
+    for _ in range(100):  # what did not end on SIGTERM gets SIGKILL
+        if not (group_alive := alive(process.pid)):
+            break
+        time.sleep(0.05)
+    if group_alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def alive(group: int) -> bool:
+    """Whether any process of ``group`` is still running (zombies are not)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == group and fields[0] != "Z":
+                return True
+    return False

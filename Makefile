@@ -28,10 +28,18 @@ $(NPM_TOOLS)/.installed: tools/npm/package.json tools/npm/package-lock.json
 	npm install --prefix tools/npm --no-audit --no-fund --loglevel=error
 	touch $@
 
-# What the Netlify function runs on (Pyodide), installed as Netlify's build command installs it.
+# What the Netlify function runs on (Pyodide, and esbuild for its bundle), installed as Netlify's
+# build command installs it: all that make serve-netlify needs.
 NETLIFY_MODULES := netlify/node_modules
 $(NETLIFY_MODULES)/.installed: netlify/package.json netlify/package-lock.json
 	npm ci --prefix netlify --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Pyodide for the local stand-in of Cloudflare's Python Workers runtime: all that make
+# serve-cloudflare needs (wrangler, to deploy, is in tools/npm).
+CLOUDFLARE_MODULES := cloudflare/node_modules
+$(CLOUDFLARE_MODULES)/.installed: cloudflare/package.json cloudflare/package-lock.json
+	npm ci --prefix cloudflare --no-audit --no-fund --loglevel=error
 	touch $@
 
 # The wheels the Lambda bundle is built from, fetched once so `make test` packages offline.
@@ -57,14 +65,18 @@ $(VERCEL_CACHE)/.warmed: pyproject.toml vercel.json $(NPM_TOOLS)/.installed $(VE
 	mv $$work/.vercel/python/cache $(VERCEL_CACHE) && rm -rf $$work && touch $@
 
 ## serve: the proxy on $HOST:$PORT (default 127.0.0.1:8000); settings come from the environment.
+# Each make serve-<host> may hold a connection per client: as many as the system allows (Node
+# raises its own limit so; Python and Deno keep the soft limit of 1,024 otherwise).
+RAISE_FILE_LIMIT := ulimit -Sn "$$(ulimit -Hn)" 2>/dev/null || true;
+
 serve: $(VENV)/.serve-installed
-	$(BIN)/python -m uvicorn adapters.app:app --host "$(HOST)" --port "$(PORT)" --no-access-log
+	$(RAISE_FILE_LIMIT) $(BIN)/python -m uvicorn adapters.app:app --host "$(HOST)" --port "$(PORT)" --no-access-log
 
 # The Netlify function as Netlify's bundler builds it: esbuild, with pyodide left as a package.
 NETLIFY_BUNDLE := netlify/.build/openai.mjs
-$(NETLIFY_BUNDLE): netlify/functions/openai.mts adapters/*.mts $(NPM_TOOLS)/.installed $(NETLIFY_MODULES)/.installed
+$(NETLIFY_BUNDLE): netlify/functions/openai.mts adapters/*.mts $(NETLIFY_MODULES)/.installed
 	mkdir -p $(dir $@) && ln -sfn ../node_modules $(dir $@)node_modules
-	$(NPM_TOOLS)/.bin/esbuild netlify/functions/openai.mts --bundle --platform=node --format=esm \
+	$(NETLIFY_MODULES)/.bin/esbuild netlify/functions/openai.mts --bundle --platform=node --format=esm \
 		--target=node20 --external:pyodide --log-level=warning --outfile=$@
 
 # Deno, pinned in pyproject.toml (the deno extra: Deno's binary as a PyPI wheel); Pyodide from npm
@@ -81,12 +93,12 @@ deno/.installed: deno/deno.json deno/deno.lock $(VENV)/.deno-installed
 ## serve-deno: the proxy under Deno on $HOST:$PORT (Deno.serve and the web-standard driver, as
 ## Deno Deploy runs it), with the same environment as make serve.
 serve-deno: deno/.installed
-	HOST="$(HOST)" PORT="$(PORT)" $(DENO_RUN) deno/main.ts
+	$(RAISE_FILE_LIMIT) HOST="$(HOST)" PORT="$(PORT)" $(DENO_RUN) deno/main.ts
 
 ## serve-cloudflare: the Python Worker (wrangler.toml's main) on $HOST:$PORT with the Worker's
 ## variables from the environment, in a local stand-in of Cloudflare's Python Workers runtime
 ## (Pyodide under Node: workerd downloads its Python runtime at start, so it cannot run offline).
-serve-cloudflare: $(NPM_TOOLS)/.installed
+serve-cloudflare: $(CLOUDFLARE_MODULES)/.installed
 	node tools/python-worker.mjs "$(CURDIR)" "$(HOST)" "$(PORT)"
 
 # Pyodide's memory snapshot with the sources imported, as Netlify's build command makes it.
@@ -100,7 +112,8 @@ serve-netlify: $(NETLIFY_BUNDLE) $(NETLIFY_SNAPSHOT)
 	POE_PROXY_SOURCE_DIR="$(CURDIR)" node tools/serve-web.mjs $(NETLIFY_BUNDLE) "$(HOST)" "$(PORT)"
 
 ## test: lint, types, and the whole test suite.
-test: $(VENV)/.dev-installed $(NPM_TOOLS)/.installed $(NETLIFY_MODULES)/.installed $(WHEELS)/.downloaded deno/.installed \
+test: $(VENV)/.dev-installed $(NPM_TOOLS)/.installed $(NETLIFY_MODULES)/.installed $(CLOUDFLARE_MODULES)/.installed \
+		$(WHEELS)/.downloaded deno/.installed \
 		$(VERCEL_CACHE)/.warmed lint
 	$(BIN)/python -m pytest
 
@@ -138,4 +151,4 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(NPM_TOOLS) $(NETLIFY_MODULES) $(WHEELS) $(VERCEL_CACHE) deno/.installed build .serverless netlify/.build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(NPM_TOOLS) $(NETLIFY_MODULES) $(CLOUDFLARE_MODULES) $(WHEELS) $(VERCEL_CACHE) deno/.installed build .serverless netlify/.build .pytest_cache .mypy_cache .ruff_cache .hypothesis

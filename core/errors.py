@@ -163,6 +163,18 @@ def scrub(text: str, key: str) -> str:
     return _KEY_LIKE_RUN.sub(hide, text)
 
 
+def scrub_all(value: Any, key: str) -> Any:
+    """``value`` (decoded JSON, such as an error Poe relays inside a 200) with every string in it
+    scrubbed of ``key``."""
+    if isinstance(value, str):
+        return scrub(value, key)
+    if isinstance(value, dict):
+        return {name: scrub_all(item, key) for name, item in value.items()}
+    if isinstance(value, list):
+        return [scrub_all(item, key) for item in value]
+    return value
+
+
 def summarize_upstream_text(body: str) -> str:
     """Upstream error text fit to show a client: one line, short (the key is scrubbed from every
     error as it leaves, ``scrub``)."""

@@ -320,12 +320,9 @@ class Exchange:
         if reason == "aborted":
             self.client_left()
             return
-        seconds = self.context.settings.body_timeout
-        step.done, step.error = (
-            True,
-            RequestTimeoutError(f"The request body did not arrive within {seconds:g} s."),
-        )
-        self._resume(None, step.error)
+        error = RequestTimeoutError(f"The request body did not arrive within {self.body_timeout:g} s.")
+        step.done, step.error = True, error
+        self._resume(None, error)
 
     def client_left(self) -> None:
         """The client is gone: stop every call (the host closes them too) and end the request."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from .chat_request import ChatRequest, parse_chat_request
 from .chat_stream import Converter
-from .errors import InvalidRequestError, OpenAIError, RateLimitError, UpstreamError
+from .errors import InvalidRequestError, OpenAIError, RateLimitError, UpstreamError, scrub_all
 from .settings import Settings
 from .sse import ServerSentEvent, dumps, json_value
 from .validate import missing_parameter, opt_bool, opt_list, opt_object, opt_str, required_str, type_error
@@ -546,10 +546,11 @@ class ResponsesRelay:
     cut = False
     upstream_usage: dict[str, Any] | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, key: str) -> None:
         self.finish_reason: str | None = None
         self.last_sequence = -1
         self.response: dict[str, Any] = {}
+        self._key = key  # the key the call was made with: Poe's error events are scrubbed of it
 
     @property
     def finished(self) -> bool:
@@ -564,6 +565,8 @@ class ResponsesRelay:
             data = None
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
             raise upstream_malformed()
+        if data["type"] in ("error", "response.failed"):  # Poe's own words: they may hold the key
+            data = scrub_all(data, self._key)
         if isinstance(data.get("sequence_number"), int):
             self.last_sequence = data["sequence_number"]
         if isinstance(data.get("response"), dict):

@@ -28,7 +28,7 @@ from .chat_stream import (
 from .chat_upstream import QueryIds, json_instruction, openai_compat_body, poe_query
 from .completions import CompletionWire, parse_completion_request, text_completion
 from .embeddings import join_embeddings, parse_embeddings_request, upstream_batches
-from .errors import InvalidRequestError, MethodNotAllowedError, NotFoundError, OpenAIError
+from .errors import InvalidRequestError, MethodNotAllowedError, NotFoundError, OpenAIError, scrub_all
 from .flow import Context, Flow, Respond, Step, UpstreamRequest
 from .models import find_model, openai_model_list
 from .responses import (
@@ -213,7 +213,7 @@ def relay_responses(context: Context, body: dict[str, Any], chat: ChatRequest) -
     if instruction:
         body["instructions"] = "\n\n".join(filter(None, [body.get("instructions"), instruction]))
     if chat.stream:
-        relay = ResponsesRelay()
+        relay = ResponsesRelay(context.api_key)
         call = context.upstream("POST", "/v1/responses", body, accept="text/event-stream")
         yield ChoiceCalls(context, [(call, relay)], [0], RelayWire(relay))
         return None
@@ -233,6 +233,8 @@ def relay_responses(context: Context, body: dict[str, Any], chat: ChatRequest) -
         ]
         call = context.upstream("POST", "/v1/responses", {**body, "input": retry}, accept="application/json")
         [answer] = yield JsonCalls(context, [call])
+    if answer.get("error") is not None:  # a failed response: Poe's words, which may hold the key
+        answer = {**answer, "error": scrub_all(answer["error"], context.api_key)}
     return context.json(200, answer)
 
 

@@ -187,6 +187,31 @@ async def test_no_piece_of_the_owners_key_reaches_a_token_holder_from_an_http_er
     assert not holds_part_of(proxy.log_text()[mark:], POE_KEY)
 
 
+async def test_no_piece_of_the_owners_key_reaches_a_token_holder_from_poes_responses_api(
+    open_proxy: OpenProxy, faulty_poe: FaultyPoe
+) -> None:
+    # The openai backend relays Poe's own /v1/responses: a failed response is Poe's words in a 200.
+    failed = {"id": "resp_1", "object": "response", "status": "failed", "output": []}
+    failed["error"] = {"code": "server_error", "message": f"key {POE_KEY[:12]}... was refused"}
+    event = json.dumps({"type": "response.failed", "sequence_number": 0, "response": failed})
+
+    def handler(request: httpx.Request) -> Answer:
+        if json.loads(request.content).get("stream"):
+            return Answer.sse(f"event: response.failed\ndata: {event}\n\n")
+        return Answer.json(200, failed)
+
+    faulty_poe.handler = handler
+    proxy = open_proxy("openai", **OWNER_MODE, POE_BASE_URL=faulty_poe.url)
+    async with proxy.http() as client:
+        for stream in (False, True):
+            body = {"model": "echo", "input": "hi", "stream": stream}
+            response = await client.post(
+                "/v1/responses", headers={"Authorization": "Bearer team-token"}, json=body
+            )
+            assert "[redacted]" in response.text
+            assert not holds_part_of(response.text, POE_KEY), response.text
+
+
 # -- request bodies --------------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from tests.hosts import HOSTS, HostProcesses, Target, missing_tool, target
 from tests.peers.faulty import FaultyPoe
 from tests.peers.openai_compat import PeerState
 from tests.peers.poe import make_poe_server
-from tests.peers.serve import GROUPS, alive, serve
+from tests.peers.serve import STARTED, running, serve
 
 BACKENDS = ["bot", "openai"]
 
@@ -130,7 +130,7 @@ def proxy_url(proxy: Target) -> Iterator[str]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """No process a test started may outlive the run (a server left listening fails it)."""
-    left = sorted(group for group in GROUPS if alive(group))
+    left = sorted(pid for pid, _ in running(STARTED))
     if left:
-        print(f"\nprocess groups still running after the tests: {left}")
+        print(f"\nprocesses the tests started still running after them: {left}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -56,9 +56,6 @@ def serving_process(
 ) -> Iterator[str]:
     """Wait until the server ``process`` answers at ``url`` (any status, or one ``ready`` accepts),
     yield, then stop it."""
-    with contextlib.suppress(ProcessLookupError):
-        if os.getpgid(process.pid) == process.pid:
-            GROUPS.add(process.pid)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -76,42 +73,59 @@ def serving_process(
         stop(process)
 
 
-# The process groups tests started: none may outlive the test session (``conftest.py`` checks).
-GROUPS: set[int] = set()
+# Every process a test started and every process those started (a CLI may start its server in
+# a session of its own, out of reach of its process group), as (pid, start time): none may
+# outlive the test session (``conftest.py`` checks).
+STARTED: set[tuple[int, int]] = set()
+
+
+def _table() -> dict[int, tuple[int, str, int]]:
+    """Every process now: pid -> (parent pid, state, start time)."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            table[int(stat.parent.name)] = (int(fields[1]), fields[0], int(fields[19]))
+    return table
+
+
+def family(pid: int) -> set[tuple[int, int]]:
+    """``pid`` and its descendants, as (pid, start time)."""
+    table = _table()
+    members, pending = set(), [pid]
+    while pending:
+        current = pending.pop()
+        if current in table:
+            members.add((current, table[current][2]))
+            pending += [child for child, (parent, _, _) in table.items() if parent == current]
+    return members
+
+
+def running(members: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Those of ``members`` still running (not zombies, nor new processes that reuse a pid)."""
+    table = _table()
+    alive = set()
+    for pid, born in members:
+        entry = table.get(pid)
+        if entry is not None and entry[1] != "Z" and entry[2] == born:
+            alive.add((pid, born))
+    return alive
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop ``process``, and every process of its group when it leads one
-    (``start_new_session=True``: ``make`` and CLIs such as ``vercel dev`` run the server in a
-    child, which may outlive its parent)."""
-    try:
-        leads_group = os.getpgid(process.pid) == process.pid  # a zombie leader still answers
-    except ProcessLookupError:
-        leads_group = process.pid in GROUPS
-    if not leads_group:
-        process.terminate()
-        process.wait(timeout=10)
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
+    """Stop ``process`` and everything it started: SIGTERM, then SIGKILL for what is left."""
+    members = family(process.pid)
+    STARTED.update(members)
+    for pid, _ in members:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=10)
-    group_alive = True
-    for _ in range(100):  # what did not end on SIGTERM gets SIGKILL
-        if not (group_alive := alive(process.pid)):
+    for _ in range(100):
+        if not running(members):
             break
         time.sleep(0.05)
-    if group_alive:
+    for pid, _ in running(members):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
     process.wait(timeout=10)
-
-
-def alive(group: int) -> bool:
-    """Whether any process of ``group`` is still running (zombies are not)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == group and fields[0] != "Z":
-                return True
-    return False

@@ -252,6 +252,8 @@ def main() -> None:
             results["targets"][name] = figures
         results["ablations"] = ablations(upstream)
         results["hosts"] = host_costs(upstream)
+        print("-- memory over rounds", file=sys.stderr, flush=True)
+        results["memory"] = memory_rounds()
         results["floor_us_per_event"] = floor_us_per_event()
         print("-- core in Pyodide", file=sys.stderr, flush=True)
         results["pyodide"] = pyodide_cpu()
@@ -360,6 +362,7 @@ def report(results: dict[str, Any]) -> str:
         ]
         lines += [f"| {name} | {us:.1f} |" for name, us in clients.items()]
     lines += hosts_report(results)
+    lines += memory_report(results)
     profile = results.get("profile_300_events")
     if profile:
         lines += [
@@ -391,6 +394,33 @@ def report(results: dict[str, Any]) -> str:
         ]
     lines += ["", f"Raw figures: `bench/results/{results['date']}.json`.", ""]
     return "\n".join(lines)
+
+
+def memory_rounds() -> Any:
+    """``python -m bench.memory`` (its own fake upstream, events spaced): RSS per host per round."""
+    done = subprocess.run(
+        [PYTHON, "-m", "bench.memory"], capture_output=True, text=True, timeout=1800, check=True, cwd=ROOT
+    )
+    return json.loads(done.stdout)
+
+
+def memory_report(results: dict[str, Any]) -> list[str]:
+    memory = results.get("memory")
+    if not memory:
+        return []
+    lines = [
+        "",
+        f"Memory over rounds (`bench/memory.py`): each round is {memory['requests']} streamed chats of 300",
+        f"events spaced 5 ms apart, at concurrency {memory['concurrency']}, every other client leaving after",
+        "its first chunk; the resident memory of the host's processes at start and after each round.",
+        "",
+        "| host | RSS MB: start, then after each round |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {host} | {' → '.join(f'{mb:.0f}' for mb in h['rss_mb'])} |" for host, h in memory["hosts"].items()
+    ]
+    return lines
 
 
 def hosts_report(results: dict[str, Any]) -> list[str]:

@@ -52,36 +52,87 @@ def _reason(error: BaseException, answered: bool) -> FailureReason:
     return "refused" if "refused" in text.lower() or "dns" in text.lower() else "reset"
 
 
+class Deadline:
+    """A call's timeout: each ``arm()`` gives it ``seconds`` more (the head, then each read), and
+    when a deadline passes unmet the call is aborted, which is what the pending ``fetch`` or read
+    then fails with. One timer per call, moved along rather than a task per read."""
+
+    def __init__(self, abort: Any, seconds: float) -> None:
+        self._abort = abort
+        self._seconds = seconds
+        self._at = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self.expired = False
+
+    def arm(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._at = loop.time() + self._seconds
+        if self._timer is None:
+            self._timer = loop.call_later(self._seconds, self._check)
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        loop = asyncio.get_running_loop()
+        left = self._at - loop.time()
+        if left > 0:  # moved since: wait for the rest (as a delay: Pyodide's loop refuses, with
+            # an exception that would leave the call without a timeout, a time just past)
+            self._timer = loop.call_later(left, self._check)
+        else:
+            self._timer, self.expired = None, True
+            self._abort.abort()
+
+
+BUFFER_BYTES = 64 * 1024
+
+
+def _body_reader(body: Any) -> tuple[Any, Any]:
+    """A reader of ``body`` and the buffer it reads into (None: a default reader, which makes a new
+    buffer per read; an answer is hundreds of reads, hundreds of buffers for the collector)."""
+    try:
+        byob = to_js({"mode": "byob"}, dict_converter=js.Object.fromEntries)
+        return body.getReader(byob), js.ArrayBuffer.new(BUFFER_BYTES)
+    except JsException:  # not a byte stream
+        return body.getReader(), None
+
+
 class FetchResponse:
     """A ``fetch`` Response as the driver's ``UpstreamResponse``."""
 
-    def __init__(self, response: Any, abort: Any, read_timeout: float) -> None:
+    def __init__(self, response: Any, abort: Any, deadline: Deadline) -> None:
         self._response = response
         self._abort = abort
-        self._read_timeout = read_timeout
-        self._reader: Any = None
+        self._deadline = deadline
         self.status = int(response.status)
         self.headers: Mapping[str, str] = js.Object.fromEntries(response.headers).to_py()
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        self._reader = self._response.body.getReader()
+        reader, buffer = _body_reader(self._response.body)
+        deadline = self._deadline
         while True:
+            deadline.arm()
             try:
-                result = await asyncio.wait_for(self._reader.read(), self._read_timeout)
-            except TimeoutError:
-                self._abort.abort()
-                raise CallFailed("timeout") from None
+                result = await (reader.read() if buffer is None else reader.read(js.Uint8Array.new(buffer)))
             except JsException as exc:
-                raise CallFailed(_reason(exc, answered=True)) from None
+                deadline.disarm()
+                raise CallFailed("timeout" if deadline.expired else _reason(exc, answered=True)) from None
             if result.done:
+                deadline.disarm()
                 return
-            yield result.value.to_bytes()
+            value = result.value
+            if buffer is not None:
+                buffer = value.buffer  # the same memory, handed back for the next read
+            yield value.to_bytes()
 
     async def aclose(self) -> None:
+        self._deadline.disarm()
         self._abort.abort()  # closing the connection cancels the call at Poe
 
     def finish_in_background(self, seconds: float) -> None:
-        return None  # the runtime reads and pools what is left itself
+        self._deadline.disarm()  # the runtime reads and pools what is left itself
 
 
 class FetchUpstream:
@@ -95,18 +146,18 @@ class FetchUpstream:
         init: dict[str, Any] = {"method": call.method, "headers": call.headers, "signal": abort.signal}
         if call.body is not None:
             init["body"] = _buffer(call.body)
-        request = js.fetch(call.url, to_js(init, dict_converter=js.Object.fromEntries))
-        try:  # the head (connecting included) gets the read timeout, as on every host
-            response = await asyncio.wait_for(request, self._read_timeout)
-        except TimeoutError:
-            abort.abort()
-            raise CallFailed("timeout") from None
+        deadline = Deadline(abort, self._read_timeout)  # the head (connecting included), then each read
+        deadline.arm()
+        try:
+            response = await js.fetch(call.url, to_js(init, dict_converter=js.Object.fromEntries))
         except JsException as exc:
-            raise CallFailed(_reason(exc, answered=False)) from None
+            deadline.disarm()
+            raise CallFailed("timeout" if deadline.expired else _reason(exc, answered=False)) from None
         except asyncio.CancelledError:  # the client left before Poe's head: stop the call there
+            deadline.disarm()
             abort.abort()
             raise
-        return FetchResponse(response, abort, self._read_timeout)
+        return FetchResponse(response, abort, deadline)
 
 
 def _init(status: int, headers: Any) -> Any:

@@ -108,27 +108,77 @@ function failureReason(error: unknown, answered: boolean): Reason {
   return /ECONNREFUSED|ENOTFOUND|EAI_AGAIN|refused|dns error/i.test(said) ? "refused" : "reset";
 }
 
-/** `work`, failed with a TimeoutError (aborting `abort`) if it takes longer than `ms`. */
-async function within<T>(ms: number, abort: AbortController, work: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      const error = new DOMException("Poe did not answer in time", "TimeoutError");
-      abort.abort(error);
-      reject(error);
-    }, ms);
-  });
-  try {
-    return await Promise.race([work, late]);
-  } finally {
-    clearTimeout(timer);
+/**
+ * A call's timeout: each `arm(ms)` gives it `ms` more (the head, then each read), and when a
+ * deadline passes unmet the call is aborted with a TimeoutError, which is what the pending
+ * `fetch` or read rejects with. One timer per call, moved along rather than made per read: a
+ * deadline that has moved is checked when the timer fires, and the timer set again for the rest.
+ */
+class Deadline {
+  private at = 0;
+  private timer?: ReturnType<typeof setTimeout>;
+
+  constructor(private readonly abort: AbortController) {}
+
+  arm(ms: number): void {
+    this.at = performance.now() + ms;
+    this.timer ??= setTimeout(this.check, ms);
+  }
+
+  disarm(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private readonly check = (): void => {
+    const left = this.at - performance.now();
+    if (left > 0) {
+      this.timer = setTimeout(this.check, left);
+    } else {
+      this.timer = undefined;
+      this.abort.abort(new DOMException("Poe did not answer in time", "TimeoutError"));
+    }
+  };
+}
+
+/**
+ * A response body read into one buffer of its own, handed back and forth (a BYOB reader): a
+ * default reader gets a new buffer per read (Deno's fetch: 64 KiB each, however little came), and
+ * an answer is hundreds of reads, so a hundred streams made gigabytes of garbage for the
+ * collector to catch up with. Each piece read must be used before the next read (core copies it).
+ */
+class BodyReader {
+  private readonly reader: ReadableStreamBYOBReader | ReadableStreamDefaultReader<Uint8Array>;
+  private buffer?: ArrayBuffer;
+
+  constructor(body: ReadableStream<Uint8Array>) {
+    try {
+      this.reader = body.getReader({ mode: "byob" });
+      this.buffer = new ArrayBuffer(BUFFER_BYTES);
+    } catch {
+      this.reader = body.getReader(); // not a byte stream: a buffer per read after all
+    }
+  }
+
+  async read(): Promise<ReadableStreamReadResult<Uint8Array>> {
+    if (this.buffer === undefined) return (this.reader as ReadableStreamDefaultReader<Uint8Array>).read();
+    const read = await (this.reader as ReadableStreamBYOBReader).read(new Uint8Array(this.buffer));
+    if (read.value) this.buffer = read.value.buffer as ArrayBuffer; // the same memory, handed back
+    return read as ReadableStreamReadResult<Uint8Array>;
+  }
+
+  cancel(): Promise<void> {
+    return this.reader.cancel();
   }
 }
+
+const BUFFER_BYTES = 64 * 1024;
 
 /** One call to Poe; each `next()` is the next thing to report about it. */
 class Call {
   readonly abort = new AbortController();
-  private reader?: ReadableStreamDefaultReader<Uint8Array>;
+  private readonly deadline = new Deadline(this.abort);
+  private reader?: BodyReader;
   private pending?: Promise<Action>;
 
   constructor(
@@ -148,18 +198,23 @@ class Call {
   private async read(): Promise<Action> {
     try {
       if (!this.reader) {
-        const response = await within(this.timeouts.head, this.abort, this.request(this.abort.signal));
-        this.reader = response.body!.getReader();
+        this.deadline.arm(this.timeouts.head);
+        const response = await this.request(this.abort.signal);
+        this.reader = new BodyReader(response.body!);
         return ["answered", response.status, Object.fromEntries(response.headers)];
       }
-      const { done, value } = await within(this.timeouts.read, this.abort, this.reader.read());
+      this.deadline.arm(this.timeouts.read);
+      const { done, value } = await this.reader.read();
+      if (done) this.deadline.disarm();
       return done ? ["ended"] : ["data", value];
     } catch (error) {
+      this.deadline.disarm();
       return ["failed", failureReason(error, this.reader !== undefined)];
     }
   }
 
   stop(reuse: boolean): void {
+    this.deadline.disarm();
     if (reuse && this.reader) {
       // Poe sent all that matters: let the body's end arrive, so the connection is kept.
       const reader = this.reader;
@@ -198,8 +253,7 @@ export function webHandler(host: Host): WebHandler {
 class Body {
   private readonly reader?: ReadableStreamDefaultReader<Uint8Array>;
   private deadline?: ReturnType<typeof setTimeout>;
-  private late?: Promise<"timeout">;
-  private closed = false;
+  private ended?: "timeout" | "aborted"; // why reading stopped early
 
   constructor(request: Request) {
     this.reader = request.body?.getReader();
@@ -208,13 +262,10 @@ class Body {
   /** `[piece, more]`, or why it did not come: "timeout" or "aborted" (the client broke off). */
   async next(seconds: number): Promise<[Uint8Array, boolean] | "timeout" | "aborted"> {
     if (!this.reader) return [new Uint8Array(0), false];
-    this.late ??= new Promise((resolve) => {
-      this.deadline = setTimeout(() => resolve("timeout"), seconds * 1000);
-    });
+    this.deadline ??= setTimeout(() => this.stop("timeout"), seconds * 1000);
     try {
-      const read = await Promise.race([this.reader.read(), this.late]);
-      if (this.closed) return "aborted"; // the client left meanwhile
-      if (read === "timeout") return "timeout";
+      const read = await this.reader.read(); // cancelled at the deadline: then it is done
+      if (this.ended) return this.ended;
       if (read.done) return [new Uint8Array(0), false];
       return [read.value, true];
     } catch {
@@ -224,7 +275,11 @@ class Body {
 
   /** Stop reading: whatever is left of the body is not wanted (its connection can go). */
   close(): void {
-    this.closed = true;
+    this.stop("aborted");
+  }
+
+  private stop(why: "timeout" | "aborted"): void {
+    this.ended ??= why;
     clearTimeout(this.deadline);
     this.reader?.cancel().catch(() => {});
   }
@@ -260,14 +315,11 @@ async function serve(core: Core, host: Host, request: Request, received: number)
   let controller: ReadableStreamDefaultController<Uint8Array> | undefined;
   let pulled: (() => void) | undefined;
   let gone = false;
-  let left!: () => void;
-  const leaving = new Promise<void>((resolve) => (left = resolve));
   const leave = () => {
     if (gone) return;
-    gone = true; // the client left: stop everything, answer no one
+    gone = true; // the client left: stop everything (each pending read then ends), answer no one
     stopAll();
     pulled?.();
-    left();
     respond(new Response(null, { status: 499 }));
   };
   request.signal?.addEventListener("abort", leave);
@@ -290,10 +342,9 @@ async function serve(core: Core, host: Host, request: Request, received: number)
   }
 
   async function nextEvent(): Promise<void> {
-    const open = [...calls.values()].map((c) => c.next().then((e) => [c, e] as const));
-    const next = await Promise.race([...open, leaving.then(() => undefined)]);
-    if (next === undefined) return; // the client left
-    const [call, event] = next;
+    // Whichever open call has something first (a client that leaves stops them all, which
+    // ends each pending read at once).
+    const [call, event] = await Promise.race([...calls.values()].map((c) => c.next().then((e) => [c, e] as const)));
     call.taken();
     if (!calls.has(call.id)) return; // stopped meanwhile
     const [kind, a, b] = event;
@@ -365,6 +416,7 @@ async function serve(core: Core, host: Host, request: Request, received: number)
     .catch(() => respond(new Response(null, { status: 500 }))) // not even that: still an answer
     .finally(() => {
       try {
+        request.signal?.removeEventListener("abort", leave); // the runtime may keep the request a while
         stopAll();
         if (gone) bridge.client_left(exchange);
         const [level, record] = bridge.record(exchange) as [string, Record<string, unknown>];

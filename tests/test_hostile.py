@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -230,6 +229,23 @@ async def test_a_huge_body_is_refused_before_it_is_read(proxy: Target, proxy_url
     await still_serving(proxy)
 
 
+async def send_until_answered(
+    address: tuple[str, int], head: bytes, piece: bytes, pause: float, pieces: int
+) -> tuple[int, dict[str, str], bytes]:
+    """Send ``head``, then ``piece`` every ``pause`` seconds (at most ``pieces`` times) until the
+    answer comes; the answer."""
+    async with connection(address) as (reader, writer):
+        writer.write(head)
+        answer = asyncio.ensure_future(read_answer(reader))
+        for _ in range(pieces):
+            if answer.done():
+                break
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(pause)
+        return await asyncio.wait_for(answer, 10)
+
+
 async def test_a_chunked_body_over_the_limit_is_refused_as_it_grows(
     open_proxy: OpenProxy, proxy_url_of: Callable[[Target], str]
 ) -> None:
@@ -238,16 +254,8 @@ async def test_a_chunked_body_over_the_limit_is_refused_as_it_grows(
     head = request_bytes(
         "POST", "/v1/chat/completions", f"Authorization: Bearer {POE_KEY}", "Transfer-Encoding: chunked"
     )
-    async with connection(address) as (reader, writer):
-        writer.write(head)
-        answer = asyncio.ensure_future(read_answer(reader))
-        for _ in range(64):  # up to 64 KiB, far past the limit, unless the answer comes first
-            if answer.done():
-                break
-            writer.write(b"400\r\n" + b" " * 1024 + b"\r\n")
-            await writer.drain()
-            await asyncio.sleep(0.02)
-        status, _, body = await asyncio.wait_for(answer, 10)
+    # Chunks of 1 KiB, up to 64 KiB, far past the limit, unless the answer comes first.
+    status, _, body = await send_until_answered(address, head, b"400\r\n" + b" " * 1024 + b"\r\n", 0.02, 64)
     assert (status, openai_error(body)["code"]) == (413, "request_too_large")
     await still_serving(proxy)
 
@@ -260,15 +268,8 @@ async def test_a_trickled_body_times_out_with_a_408(
     head = request_bytes(
         "POST", "/v1/chat/completions", f"Authorization: Bearer {POE_KEY}", "Content-Length: 100"
     )
-    started = time.monotonic()
-    async with connection(address) as (reader, writer):
-        writer.write(head)
-        answer = asyncio.ensure_future(read_answer(reader))
-        while not answer.done() and time.monotonic() - started < 20:
-            writer.write(b" ")  # one byte at a time: never the whole body in time
-            await writer.drain()
-            await asyncio.sleep(0.2)
-        status, headers, body = await asyncio.wait_for(answer, 5)
+    # One byte every 0.2 s: never the whole body within the second it is given.
+    status, headers, body = await send_until_answered(address, head, b" ", 0.2, 50)
     assert (status, openai_error(body)["code"]) == (408, "request_timeout")
     assert headers["access-control-allow-origin"] == "*"
     await still_serving(proxy)

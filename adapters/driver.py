@@ -20,12 +20,12 @@ from typing import Any, Protocol
 
 from core.exchange import READ_BODY, WAIT, Exchange, FailureReason, Respond, StartCall, StopCall, Write
 
-DRAIN_SECONDS = 1.0
+DRAIN_SECONDS = 1.0  # how long the end of a body whose last event has come may take
 
 
 def new_token() -> str:
     """32 random lowercase hex digits, the randomness core asks its hosts for (ids)."""
-    return os.urandom(16).hex()  # how long the end of a body whose last event has come may take
+    return os.urandom(16).hex()
 
 
 class ClientGone(Exception):  # an event, not an error

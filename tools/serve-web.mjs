@@ -75,9 +75,13 @@ function toRequest(req, origin, signal) {
     return refusal(400, "The request target is not a valid URL.", "invalid_request_target");
   }
   const headers = new Headers();
-  for (let i = 0; i < req.rawHeaders.length; i += 2) {
-    const name = req.rawHeaders[i].toLowerCase();
-    if (!HOP_BY_HOP.has(name)) headers.append(name, req.rawHeaders[i + 1]); // repeats joined ", "
+  try {
+    for (let i = 0; i < req.rawHeaders.length; i += 2) {
+      const name = req.rawHeaders[i].toLowerCase();
+      if (!HOP_BY_HOP.has(name)) headers.append(name, req.rawHeaders[i + 1]); // repeats joined ", "
+    }
+  } catch {
+    return refusal(400, "A request header is not valid.", "invalid_header");
   }
   const hasBody = !["GET", "HEAD"].includes(req.method);
   try {
@@ -89,7 +93,7 @@ function toRequest(req, origin, signal) {
       signal,
     });
   } catch {
-    // The WHATWG classes refuse some methods (TRACE, CONNECT, TRACK) and header values.
+    // The WHATWG classes refuse some methods (TRACE, CONNECT, TRACK).
     return refusal(405, `Method ${req.method} is not allowed.`, "method_not_allowed", { allow: "GET, POST, OPTIONS" });
   }
 }

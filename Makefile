@@ -129,7 +129,7 @@ $(LITELLM_VENV)/.installed:
 	$(LITELLM_VENV)/bin/python -m pip install -q 'litellm[proxy]==$(LITELLM_VERSION)'
 	touch $@
 
-bench: $(VENV)/.bench-installed $(LITELLM_VENV)/.installed
+bench: $(VENV)/.bench-installed $(LITELLM_VENV)/.installed $(NETLIFY_MODULES)/.installed
 	$(BIN)/python -m bench.run
 
 ## deploy-aws: `sls deploy` with the pinned osls CLI (AWS credentials from the usual places).

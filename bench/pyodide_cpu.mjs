@@ -5,7 +5,7 @@
 // not. Prints JSON. Usage: node bench/pyodide_cpu.mjs <repository root>
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { loadPyodide } from "../tools/npm/node_modules/pyodide/pyodide.mjs";
+import { loadPyodide } from "../netlify/node_modules/pyodide/pyodide.mjs";
 
 const root = process.argv[2];
 const cpuMs = (since) => {

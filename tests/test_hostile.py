@@ -35,8 +35,9 @@ async def still_serving(proxy: Target) -> None:
     assert reply.choices[0].message.content == "alive?"
 
 
-def served_url(proxy: Target, proxy_url: str) -> tuple[str, int]:
-    parts = urlsplit(proxy_url)
+def address_of(url: str) -> tuple[str, int]:
+    """The host and port a proxy's URL names, for a raw socket."""
+    parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None
     return parts.hostname, parts.port
 
@@ -215,7 +216,7 @@ async def test_no_piece_of_the_owners_key_reaches_a_token_holder_from_poes_respo
 
 
 async def test_a_huge_body_is_refused_before_it_is_read(proxy: Target, proxy_url: str) -> None:
-    address = served_url(proxy, proxy_url)
+    address = address_of(proxy_url)
     head = ("Content-Type: application/json", "Content-Length: 1000000000")
     # No key: a 401 without reading a byte of the body; a key: a 413 on the declared length.
     status, headers, body = await raw(
@@ -250,7 +251,7 @@ async def test_a_chunked_body_over_the_limit_is_refused_as_it_grows(
     open_proxy: OpenProxy, proxy_url_of: Callable[[Target], str]
 ) -> None:
     proxy = open_proxy("bot", MAX_BODY_BYTES="2048")
-    address = served_url(proxy, proxy_url_of(proxy))
+    address = address_of(proxy_url_of(proxy))
     head = request_bytes(
         "POST", "/v1/chat/completions", f"Authorization: Bearer {POE_KEY}", "Transfer-Encoding: chunked"
     )
@@ -264,7 +265,7 @@ async def test_a_trickled_body_times_out_with_a_408(
     open_proxy: OpenProxy, proxy_url_of: Callable[[Target], str]
 ) -> None:
     proxy = open_proxy("bot", BODY_TIMEOUT="1")
-    address = served_url(proxy, proxy_url_of(proxy))
+    address = address_of(proxy_url_of(proxy))
     head = request_bytes(
         "POST", "/v1/chat/completions", f"Authorization: Bearer {POE_KEY}", "Content-Length: 100"
     )
@@ -276,7 +277,7 @@ async def test_a_trickled_body_times_out_with_a_408(
 
 
 async def test_uploads_broken_off_end_their_requests_not_the_host(proxy: Target, proxy_url: str) -> None:
-    address = served_url(proxy, proxy_url)
+    address = address_of(proxy_url)
     mark = proxy.log_mark()
     head = request_bytes(
         "POST", "/v1/chat/completions", f"Authorization: Bearer {POE_KEY}", "Content-Length: 5000"
@@ -322,7 +323,7 @@ async def test_two_authorization_headers_are_refused(proxy: Target, http: httpx.
 async def test_paths_resolve_alike_on_every_host(
     proxy: Target, proxy_url: str, target: str, status: int
 ) -> None:
-    address = served_url(proxy, proxy_url)
+    address = address_of(proxy_url)
     answer = await raw(
         address, request_bytes("GET", target, f"Authorization: Bearer {POE_KEY}", "Connection: close")
     )
@@ -333,7 +334,7 @@ async def test_paths_resolve_alike_on_every_host(
 
 
 async def test_the_host_header_does_not_route(proxy: Target, proxy_url: str) -> None:
-    address = served_url(proxy, proxy_url)
+    address = address_of(proxy_url)
     data = request_bytes("GET", "/v1/models", f"Authorization: Bearer {POE_KEY}", "Connection: close")
     data = data.replace(b"Host: 127.0.0.1", b"Host: evil.example/x?")
     status, _, body = await raw(address, data)
@@ -351,14 +352,14 @@ async def test_a_wrong_method_is_405_with_allow(http: httpx.AsyncClient) -> None
 
 @pytest.mark.parametrize("method", ["TRACE", "CONNECT", "TRACK", "PROPFIND"])
 async def test_odd_methods_are_refused_and_the_host_lives(proxy: Target, proxy_url: str, method: str) -> None:
-    address = served_url(proxy, proxy_url)
+    address = address_of(proxy_url)
     status, _, _ = await raw(address, request_bytes(method, "/v1/models", "Connection: close"))
     assert status in (400, 405)
     await still_serving(proxy)
 
 
 async def test_bad_framing_is_refused_and_the_host_lives(proxy: Target, proxy_url: str) -> None:
-    address = served_url(proxy, proxy_url)
+    address = address_of(proxy_url)
     status, _, _ = await raw(address, b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: x\r\n\r\n")
     assert status == 400
     await still_serving(proxy)

@@ -84,6 +84,14 @@ def request_bytes(method: str, target: str, *headers: str, body: bytes = b"") ->
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+KEY_HEADER = f"Authorization: Bearer {POE_KEY}"
+
+
+def chat_head(*headers: str) -> bytes:
+    """The head of a chat request with the key and ``headers``, its body left to the test."""
+    return request_bytes("POST", "/v1/chat/completions", KEY_HEADER, *headers)
+
+
 def openai_error(body: bytes) -> dict[str, object]:
     error = json.loads(body)["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -224,8 +232,7 @@ async def test_a_huge_body_is_refused_before_it_is_read(proxy: Target, proxy_url
     )
     assert (status, openai_error(body)["code"]) == (401, "invalid_api_key")
     assert headers["access-control-allow-origin"] == "*"
-    keyed = request_bytes("POST", "/v1/chat/completions", *head, f"Authorization: Bearer {POE_KEY}")
-    status, _, body = await raw(address, keyed, seconds=10)
+    status, _, body = await raw(address, chat_head(*head), seconds=10)
     assert (status, openai_error(body)["code"]) == (413, "request_too_large")
     await still_serving(proxy)
 
@@ -252,9 +259,7 @@ async def test_a_chunked_body_over_the_limit_is_refused_as_it_grows(
 ) -> None:
     proxy = open_proxy("bot", MAX_BODY_BYTES="2048")
     address = address_of(proxy_url_of(proxy))
-    head = request_bytes(
-        "POST", "/v1/chat/completions", f"Authorization: Bearer {POE_KEY}", "Transfer-Encoding: chunked"
-    )
+    head = chat_head("Transfer-Encoding: chunked")
     # Chunks of 1 KiB, up to 64 KiB, far past the limit, unless the answer comes first.
     status, _, body = await send_until_answered(address, head, b"400\r\n" + b" " * 1024 + b"\r\n", 0.02, 64)
     assert (status, openai_error(body)["code"]) == (413, "request_too_large")
@@ -266,9 +271,7 @@ async def test_a_trickled_body_times_out_with_a_408(
 ) -> None:
     proxy = open_proxy("bot", BODY_TIMEOUT="1")
     address = address_of(proxy_url_of(proxy))
-    head = request_bytes(
-        "POST", "/v1/chat/completions", f"Authorization: Bearer {POE_KEY}", "Content-Length: 100"
-    )
+    head = chat_head("Content-Length: 100")
     # One byte every 0.2 s: never the whole body within the second it is given.
     status, headers, body = await send_until_answered(address, head, b" ", 0.2, 50)
     assert (status, openai_error(body)["code"]) == (408, "request_timeout")
@@ -279,9 +282,7 @@ async def test_a_trickled_body_times_out_with_a_408(
 async def test_uploads_broken_off_end_their_requests_not_the_host(proxy: Target, proxy_url: str) -> None:
     address = address_of(proxy_url)
     mark = proxy.log_mark()
-    head = request_bytes(
-        "POST", "/v1/chat/completions", f"Authorization: Bearer {POE_KEY}", "Content-Length: 5000"
-    )
+    head = chat_head("Content-Length: 5000")
     for _ in range(20):
         async with connection(address) as (_, writer):
             writer.write(head + b'{"model": "echo", "messages": [SECRET-BODY-TEXT')
@@ -324,9 +325,7 @@ async def test_paths_resolve_alike_on_every_host(
     proxy: Target, proxy_url: str, target: str, status: int
 ) -> None:
     address = address_of(proxy_url)
-    answer = await raw(
-        address, request_bytes("GET", target, f"Authorization: Bearer {POE_KEY}", "Connection: close")
-    )
+    answer = await raw(address, request_bytes("GET", target, KEY_HEADER, "Connection: close"))
     assert answer[0] == status
     if status != 200:
         assert openai_error(answer[2])["code"] == "unknown_url"
@@ -335,7 +334,7 @@ async def test_paths_resolve_alike_on_every_host(
 
 async def test_the_host_header_does_not_route(proxy: Target, proxy_url: str) -> None:
     address = address_of(proxy_url)
-    data = request_bytes("GET", "/v1/models", f"Authorization: Bearer {POE_KEY}", "Connection: close")
+    data = request_bytes("GET", "/v1/models", KEY_HEADER, "Connection: close")
     data = data.replace(b"Host: 127.0.0.1", b"Host: evil.example/x?")
     status, _, body = await raw(address, data)
     assert (status, openai_error(body)["code"]) == (400, "invalid_host")  # never routed to /x

@@ -175,11 +175,10 @@ def log_request(exchange: Exchange, started: float) -> None:
     """One structured line per request, at the level core gives it: never a body or a key."""
     if exchange.bug is not None:
         log.error("the proxy failed", exc_info=exchange.bug)
-    level = LEVELS[exchange.level]
-    if log.isEnabledFor(level):
+    if exchange.level is not None:
         record = exchange.record
         record["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
-        log.log(level, json.dumps(record, separators=(",", ":")))
+        log.log(LEVELS[exchange.level], json.dumps(record, separators=(",", ":")))
 
 
 def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> ProxyApp:

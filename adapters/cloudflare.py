@@ -255,6 +255,8 @@ def log(exchange: Exchange, started: float) -> None:
     the console); a bug's type and message before it, never a body."""
     if exchange.bug is not None:
         js.console.error(f"the proxy failed: {type(exchange.bug).__name__}: {str(exchange.bug)[:300]}")
+    if exchange.level is None:  # below LOG_LEVEL
+        return
     record = exchange.record
     record["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
     line = js.JSON.stringify(to_js(record, dict_converter=js.Object.fromEntries))

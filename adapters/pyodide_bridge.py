@@ -79,5 +79,7 @@ def crash(exchange: Exchange, message: str) -> None:
 
 def record(exchange: Exchange) -> Any:
     """``[level, fields]``: the request's log line, and how to write it (the host adds the
-    duration)."""
+    duration); ``null`` when the line is below ``LOG_LEVEL``."""
+    if exchange.level is None:
+        return None
     return to_js([exchange.level, exchange.record], dict_converter=Object.fromEntries)

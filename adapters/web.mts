@@ -419,9 +419,12 @@ async function serve(core: Core, host: Host, request: Request, received: number)
         request.signal?.removeEventListener("abort", leave); // the runtime may keep the request a while
         stopAll();
         if (gone) bridge.client_left(exchange);
-        const [level, record] = bridge.record(exchange) as [string, Record<string, unknown>];
-        record.duration_ms = Math.round((performance.now() - received) * 10) / 10;
-        log(host, level, JSON.stringify(record));
+        const line = bridge.record(exchange) as [string, Record<string, unknown>] | null;
+        if (line) {
+          const [level, record] = line;
+          record.duration_ms = Math.round((performance.now() - received) * 10) / 10;
+          log(host, level, JSON.stringify(record));
+        }
       } finally {
         exchange.destroy();
       }

@@ -18,7 +18,7 @@ loop that performs whatever the exchange asks for and reports back what happened
         Write      -> send these bytes to the client
         WAIT       -> wait for the next thing a running call reports (any call), and report it
     exchange.client_left() at any point when the client is gone (then stop every call)
-    log exchange.record at exchange.level (and exchange.bug, with its traceback, if set)
+    log exchange.record at exchange.level unless it is None (and exchange.bug, if set)
 
 Everything a client can see is decided in ``core``: routing, auth, validation, which calls to
 make and in which order (uploads before a chat, one call per choice, a second call when a JSON

@@ -24,7 +24,7 @@ from .errors import (
     scrub,
 )
 from .models import ModelListCache
-from .settings import Settings
+from .settings import LOG_LEVELS, Settings
 from .sse import dumps
 
 CORS_HEADERS = {
@@ -428,13 +428,15 @@ class Exchange:
         self._flow.close()
 
     @property
-    def level(self) -> str:
+    def level(self) -> str | None:
         """How the request's log line is to be written: ``error`` for a bug of the proxy's,
         ``warning`` when Poe or the connection failed it (a 5xx, or a stream cut after its head),
-        ``info`` otherwise (a client's mistake is no operator's concern)."""
+        ``info`` otherwise (a client's mistake is no operator's concern); ``None`` when that is
+        below ``LOG_LEVEL`` and the line is not to be written."""
         if self.bug is not None:
-            return "error"
-        status = self.record.get("status", 0)
-        if status >= 500 or (status == 200 and "error" in self.record):
-            return "warning"
-        return "info"
+            level = "error"
+        else:
+            status = self.record.get("status", 0)
+            failed = status >= 500 or (status == 200 and "error" in self.record)
+            level = "warning" if failed else "info"
+        return level if LOG_LEVELS[level.upper()] >= LOG_LEVELS[self.context.settings.log_level] else None

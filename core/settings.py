@@ -19,6 +19,9 @@ DEFAULT_CHAT_MODEL = "claude-opus-4.5"
 DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
 
 
+LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}  # Python's
+
+
 class ConfigError(ValueError):
     """A setting has a value the proxy cannot run with; the message names the variable."""
 
@@ -72,6 +75,9 @@ class Settings:
             return value
 
         backend = text("POE_BACKEND", "bot").lower()
+        log_level = text("LOG_LEVEL", "INFO").upper()
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
         if backend not in ("bot", "openai"):
             raise ConfigError(f"POE_BACKEND must be 'bot' or 'openai', got {backend!r}")
 
@@ -111,7 +117,7 @@ class Settings:
             model_aliases=parse_model_aliases(env.get("MODEL_ALIASES", "")),
             models_cache_ttl=number("MODELS_CACHE_TTL", 300.0, minimum=0),
             embedding_batch_size=int(number("EMBEDDING_BATCH_SIZE", 256, minimum=1)),
-            log_level=text("LOG_LEVEL", "INFO").upper(),
+            log_level=log_level,
         )
 
 

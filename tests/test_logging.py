@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 
 from adapters.app import create_app
 from core.settings import Settings
+from tests.conftest import OpenProxy
 from tests.hosts import Target
 from tests.peers.bots import POE_KEY
 
@@ -92,3 +94,26 @@ async def test_a_bug_in_the_host_is_a_500_and_one_logged_traceback(
     assert response.headers["access-control-allow-origin"] == "*"
     tracebacks = [r for r in caplog.records if r.exc_info is not None]
     assert len(tracebacks) == 1 and "a bug in the host" in caplog.text
+
+
+async def test_lines_below_log_level_are_not_written(open_proxy: OpenProxy, backend: str) -> None:
+    """``LOG_LEVEL=WARNING``: a chat that went well writes nothing, one Poe failed writes its line."""
+    proxy = open_proxy(backend, LOG_LEVEL="WARNING")
+    mark = proxy.log_mark()
+    headers = {"Authorization": f"Bearer {POE_KEY}"}
+    async with proxy.http() as http:
+        fine = await http.post(
+            "/v1/chat/completions",
+            headers=headers,
+            json={"model": "echo", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        script = json.dumps([["error", "the bot broke", False]])
+        failed = await http.post(
+            "/v1/chat/completions",
+            headers=headers,
+            json={"model": "script", "messages": [{"role": "user", "content": script}]},
+        )
+    assert fine.status_code == 200 and failed.status_code >= 500
+    [line] = await logged(proxy, mark, failed)  # written after fine's would have been
+    assert line["status"] == failed.status_code
+    assert fine.headers["x-request-id"] not in proxy.log_text()

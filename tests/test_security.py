@@ -69,6 +69,7 @@ def test_pass_through_mode_forwards_the_clients_key() -> None:
         ({"MODEL_ALIASES": "{bad json"}, "MODEL_ALIASES"),
         ({"MODEL_ALIASES": "no-equals-sign"}, "MODEL_ALIASES"),
         ({"POE_API_KEY": "k\u00e9y", "ALLOW_OPEN_RELAY": "1"}, "POE_API_KEY"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], name: str) -> None:

@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Where local state is kept (the responses make serve and each make serve-<host> store).
+STATE_DIR ?= .state
 LITELLM_VERSION ?= 1.108.7
 
 .PHONY: serve serve-netlify serve-deno serve-cloudflare deploy-cloudflare test lint bench clean deploy-aws deploy-vercel
@@ -70,7 +72,7 @@ $(VERCEL_CACHE)/.warmed: pyproject.toml vercel.json $(NPM_TOOLS)/.installed $(VE
 RAISE_FILE_LIMIT := ulimit -Sn "$$(ulimit -Hn)" 2>/dev/null || true;
 
 serve: $(VENV)/.serve-installed
-	$(RAISE_FILE_LIMIT) $(BIN)/python -m uvicorn adapters.app:app --host "$(HOST)" --port "$(PORT)" --no-access-log
+	$(RAISE_FILE_LIMIT) STATE_DIR="$(STATE_DIR)" $(BIN)/python -m uvicorn adapters.app:app --host "$(HOST)" --port "$(PORT)" --no-access-log
 
 # The Netlify function as Netlify's bundler builds it: esbuild, with pyodide left as a package.
 NETLIFY_BUNDLE := netlify/.build/openai.mjs
@@ -85,7 +87,7 @@ $(VENV)/.deno-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[deno]'
 	touch $@
 DENO_RUN := $(BIN)/deno run --config deno/deno.json --frozen --cached-only --allow-net --allow-read --allow-env \
-	--unstable-no-legacy-abort
+	--allow-write="$(STATE_DIR)" --unstable-no-legacy-abort
 deno/.installed: deno/deno.json deno/deno.lock $(VENV)/.deno-installed
 	$(BIN)/deno install --config deno/deno.json --frozen --entrypoint deno/main.ts
 	touch $@
@@ -93,13 +95,15 @@ deno/.installed: deno/deno.json deno/deno.lock $(VENV)/.deno-installed
 ## serve-deno: the proxy under Deno on $HOST:$PORT (Deno.serve and the web-standard driver, as
 ## Deno Deploy runs it), with the same environment as make serve.
 serve-deno: deno/.installed
-	$(RAISE_FILE_LIMIT) HOST="$(HOST)" PORT="$(PORT)" $(DENO_RUN) deno/main.ts
+	mkdir -p "$(STATE_DIR)"
+	$(RAISE_FILE_LIMIT) HOST="$(HOST)" PORT="$(PORT)" DENO_KV_PATH="$${DENO_KV_PATH:-$(STATE_DIR)/deno-kv.sqlite3}" \
+		$(DENO_RUN) deno/main.ts
 
 ## serve-cloudflare: the Python Worker (wrangler.toml's main) on $HOST:$PORT with the Worker's
 ## variables from the environment, in a local stand-in of Cloudflare's Python Workers runtime
 ## (Pyodide under Node: workerd downloads its Python runtime at start, so it cannot run offline).
 serve-cloudflare: $(CLOUDFLARE_MODULES)/.installed
-	node tools/python-worker.mjs "$(CURDIR)" "$(HOST)" "$(PORT)"
+	STATE_DIR="$(STATE_DIR)" node tools/python-worker.mjs "$(CURDIR)" "$(HOST)" "$(PORT)"
 
 # Pyodide's memory snapshot with the sources imported, as Netlify's build command makes it.
 NETLIFY_SNAPSHOT := netlify/.build/pyodide.snapshot
@@ -109,7 +113,7 @@ $(NETLIFY_SNAPSHOT): core/*.py adapters/__init__.py adapters/pyodide_bridge.py a
 ## serve-netlify: the Netlify function on $HOST:$PORT, run as Netlify's Functions runtime runs it
 ## (Node, a WHATWG Request per call, the Response streamed back), with the same environment.
 serve-netlify: $(NETLIFY_BUNDLE) $(NETLIFY_SNAPSHOT)
-	POE_PROXY_SOURCE_DIR="$(CURDIR)" node tools/serve-web.mjs $(NETLIFY_BUNDLE) "$(HOST)" "$(PORT)"
+	POE_PROXY_SOURCE_DIR="$(CURDIR)" STATE_DIR="$(STATE_DIR)" node tools/serve-netlify.mjs $(NETLIFY_BUNDLE) "$(HOST)" "$(PORT)"
 
 ## test: lint, types, and the whole test suite.
 test: $(VENV)/.dev-installed $(NPM_TOOLS)/.installed $(NETLIFY_MODULES)/.installed $(CLOUDFLARE_MODULES)/.installed \

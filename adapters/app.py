@@ -25,7 +25,8 @@ import httpx
 from core.exchange import Exchange, Proxy, Respond
 from core.settings import Settings
 
-from .driver import ClientGone, drive, new_token
+from .driver import ClientGone, KeyValueStore, drive, new_token
+from .stores import store_from_environ
 from .upstream import HttpxUpstream
 
 log = logging.getLogger("poe_openai_proxy")
@@ -100,8 +101,14 @@ class AsgiClient:
 class ProxyApp:
     """One ``core.exchange.Proxy`` and one upstream pool, serving ASGI."""
 
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.proxy = Proxy(settings)
+    def __init__(
+        self,
+        settings: Settings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        store: tuple[KeyValueStore | None, str | None] = (None, "This server was started without a store."),
+    ) -> None:
+        self.store, missing = store
+        self.proxy = Proxy(settings, store_missing=missing)
         self.upstream = HttpxUpstream(settings, transport)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -121,7 +128,7 @@ class ProxyApp:
         )
         client = AsgiClient(receive, send)
         try:
-            await drive(exchange, client, self.upstream)
+            await drive(exchange, client, self.upstream, self.store)
         except asyncio.CancelledError:
             if not client.left or asyncio.current_task().uncancel():  # type: ignore[union-attr]
                 raise  # the server's cancellation, not ours
@@ -181,9 +188,16 @@ def log_request(exchange: Exchange, started: float) -> None:
         log.log(LEVELS[exchange.level], json.dumps(record, separators=(",", ":")))
 
 
-def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> ProxyApp:
-    """An app for ``settings``; ``transport`` lets tests put a fault-injecting Poe underneath."""
-    return ProxyApp(settings, transport)
+def create_app(
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    store: tuple[KeyValueStore | None, str | None] | None = None,
+) -> ProxyApp:
+    """An app for ``settings``; ``transport`` lets tests put a fault-injecting Poe underneath.
+    ``store``: the store and what is missing without one (``store_from_environ``'s answer);
+    by default, where this process runs decides."""
+    return ProxyApp(settings, transport, store or store_from_environ(os.environ))
 
 
 def configure_logging(level: str) -> None:
@@ -214,7 +228,7 @@ def app_from_environ(environ: Mapping[str, str] | None = None) -> ProxyApp:
     settings = Settings.from_mapping(os.environ if environ is None else environ)
     configure_logging(settings.log_level)
     tune_gc()
-    return create_app(settings)
+    return create_app(settings, store=store_from_environ(os.environ if environ is None else environ))
 
 
 app = app_from_environ()

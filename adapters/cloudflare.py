@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import js  # type: ignore[import-not-found]
@@ -34,7 +34,7 @@ from workers import WorkerEntrypoint  # type: ignore[import-not-found]
 from core.exchange import Exchange, FailureReason, Proxy, Respond, StartCall
 from core.settings import Settings
 
-from .driver import CallFailed, ClientGone, drive, new_token
+from .driver import CallFailed, ClientGone, KeyValueStore, drive, new_token
 
 
 def _buffer(data: bytes) -> Any:
@@ -263,15 +263,54 @@ def log(exchange: Exchange, started: float) -> None:
     {"error": js.console.error, "warning": js.console.warn}.get(exchange.level, js.console.log)(line)
 
 
-_proxies: dict[tuple[tuple[str, str], ...], tuple[Proxy, FetchUpstream]] = {}
+class KvStore:
+    """Workers KV (the ``RESPONSES`` binding) as the driver's store: values up to 25 MiB, each
+    kept at least 60 s (KV's least ``expirationTtl``). KV is eventually consistent across
+    locations (a write can take up to 60 s to be seen elsewhere); one location sees its own
+    writes at once."""
+
+    def __init__(self, namespace: Any) -> None:
+        self._kv = namespace
+        self._failed = create_proxy(lambda reason: True)  # lives as long as the isolate
+
+    async def _settled(self, promise: Any) -> Any:
+        value = await promise.catch(self._failed)
+        if value is True:
+            raise RuntimeError("a Workers KV operation failed")
+        return value
+
+    async def get(self, keys: Sequence[str]) -> list[bytes | None]:
+        found = await asyncio.gather(*(self._settled(self._kv.get(key, "arrayBuffer")) for key in keys))
+        # a missing key is JavaScript's null (Pyodide's jsnull): anything without bytes
+        return [
+            js.Uint8Array.new(value).to_bytes() if hasattr(value, "byteLength") else None for value in found
+        ]
+
+    async def put(self, keys: Sequence[str], values: Sequence[bytes], ttl: int) -> None:
+        options = to_js({"expirationTtl": max(ttl, 60)}, dict_converter=js.Object.fromEntries)
+        writes = (
+            self._settled(self._kv.put(key, _buffer(v), options)) for key, v in zip(keys, values, strict=True)
+        )
+        await asyncio.gather(*writes)
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        await asyncio.gather(*(self._settled(self._kv.delete(key)) for key in keys))
 
 
-def _proxy(env: Any) -> tuple[Proxy, FetchUpstream]:
+NO_KV = "Bind a Workers KV namespace as RESPONSES (wrangler.toml's [[kv_namespaces]])."
+
+_proxies: dict[tuple[tuple[str, str], ...], tuple[Proxy, FetchUpstream, KeyValueStore | None]] = {}
+
+
+def _proxy(env: Any) -> tuple[Proxy, FetchUpstream, KeyValueStore | None]:
     """One proxy (and so one model list cache) per isolate and set of variables."""
     variables = tuple(sorted((str(k), v) for k, v in js.Object.entries(env) if isinstance(v, str)))
     if variables not in _proxies:
         settings = Settings.from_mapping(dict(variables))
-        _proxies[variables] = (Proxy(settings), FetchUpstream(settings))
+        namespace = getattr(env, "RESPONSES", None)
+        store = None if namespace is None else KvStore(namespace)
+        proxy = Proxy(settings, store_missing=NO_KV if store is None else None)
+        _proxies[variables] = (proxy, FetchUpstream(settings), store)
     return _proxies[variables]
 
 
@@ -279,12 +318,12 @@ class Default(WorkerEntrypoint):  # type: ignore[misc]
     async def fetch(self, request: Any) -> Any:
         started = time.perf_counter()
         request = getattr(request, "js_object", request)
-        proxy, upstream = _proxy(self.env)
+        proxy, upstream, store = _proxy(self.env)
         headers = js.Object.fromEntries(request.headers).to_py()  # names come lowercase
         target = js.URL.new(request.url).pathname  # percent-encoded: core resolves it
         exchange = proxy.request(request.method, target, headers, new_token=new_token, now=time.time())
         client = WorkerClient(request)
-        task = asyncio.ensure_future(run(exchange, client, upstream, started))
+        task = asyncio.ensure_future(run(exchange, client, upstream, store, started))
         response = await client.response
         keep = create_proxy(task)
         self.ctx.waitUntil(keep)
@@ -293,11 +332,17 @@ class Default(WorkerEntrypoint):  # type: ignore[misc]
         return response
 
 
-async def run(exchange: Exchange, client: WorkerClient, upstream: FetchUpstream, started: float) -> None:
+async def run(
+    exchange: Exchange,
+    client: WorkerClient,
+    upstream: FetchUpstream,
+    store: KeyValueStore | None,
+    started: float,
+) -> None:
     """Drive one request; whatever happens, it ends here and is logged, and the Response is
     settled exactly once."""
     try:
-        await drive(exchange, client, upstream)
+        await drive(exchange, client, upstream, store)
     except asyncio.CancelledError:
         if not client.left:
             raise
@@ -308,7 +353,7 @@ async def run(exchange: Exchange, client: WorkerClient, upstream: FetchUpstream,
         else:  # a failure of this host's own: core still answers (a 500)
             exchange.crash(exc)
             with contextlib.suppress(Exception):  # the answer is settled below, whatever happens
-                await drive(exchange, client, upstream)
+                await drive(exchange, client, upstream, store)
     finally:
         client.stop_watching()
         if not client.response.done():  # never left without an answer

@@ -15,10 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from core.exchange import READ_BODY, WAIT, Exchange, FailureReason, Respond, StartCall, StopCall, Write
+from core.exchange import (
+    READ_BODY,
+    WAIT,
+    Exchange,
+    FailureReason,
+    Respond,
+    StartCall,
+    StopCall,
+    Store,
+    Write,
+)
 
 DRAIN_SECONDS = 1.0  # how long the end of a body whose last event has come may take
 
@@ -49,6 +59,18 @@ class Client(Protocol):
 
     def calls_started(self) -> None:
         """Upstream calls are under way: a client that leaves from now on should cancel them."""
+
+
+class KeyValueStore(Protocol):
+    """Where a host keeps responses: bytes by key (``core.state`` decides what they hold)."""
+
+    async def get(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Each key's value, None where there is none."""
+
+    async def put(self, keys: Sequence[str], values: Sequence[bytes], ttl: int) -> None:
+        """Write them; they may go after ``ttl`` seconds."""
+
+    async def delete(self, keys: Sequence[str]) -> None: ...
 
 
 class UpstreamResponse(Protocol):
@@ -216,7 +238,28 @@ async def read_body(exchange: Exchange, client: Client, deadline: float) -> None
         exchange.body_failed("aborted")
 
 
-async def drive(exchange: Exchange, client: Client, upstream: Upstream) -> None:
+async def perform(exchange: Exchange, store: KeyValueStore | None, action: Store) -> None:
+    """Do what ``action`` asks of the store, and report it (a store that fails is no crash:
+    core answers for it)."""
+    try:
+        if store is None:
+            raise RuntimeError("this host has no store")
+        if action.op == "get":
+            exchange.stored(await store.get(action.keys))
+            return
+        if action.op == "put":
+            await store.put(action.keys, action.values, action.ttl)
+        else:
+            await store.delete(action.keys)
+    except Exception as exc:
+        exchange.store_failed(f"{type(exc).__name__}: {exc}")
+        return
+    exchange.stored()
+
+
+async def drive(
+    exchange: Exchange, client: Client, upstream: Upstream, store: KeyValueStore | None = None
+) -> None:
     """Run ``exchange`` to its end. If this task is cancelled (the client left), every call
     still open is closed, which cancels it at Poe."""
     calls = Calls(exchange, upstream)
@@ -236,6 +279,8 @@ async def drive(exchange: Exchange, client: Client, upstream: Upstream) -> None:
                 await calls.stop(action)
             elif isinstance(action, Respond):
                 await client.respond(action)
+            elif isinstance(action, Store):
+                await perform(exchange, store, action)
             elif action is READ_BODY:
                 if not body_deadline:
                     body_deadline = asyncio.get_running_loop().time() + exchange.body_timeout

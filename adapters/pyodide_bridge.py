@@ -13,14 +13,15 @@ from typing import Any
 from js import Object  # type: ignore[import-not-found]
 from pyodide.ffi import to_js  # type: ignore[import-not-found]
 
-from core.exchange import Exchange, Proxy, Respond, StartCall, StopCall, Write
+from core.exchange import Exchange, Proxy, Respond, StartCall, StopCall, Store, Write
 from core.settings import Settings
 
 
-def start(environment: Any) -> Proxy:
-    """The process's proxy, from the host's environment (a JavaScript object of strings).
-    Invalid settings raise ``ConfigError`` here, as the ASGI app refuses to start."""
-    return Proxy(Settings.from_mapping(environment.to_py()))
+def start(environment: Any, store_missing: str | None) -> Proxy:
+    """The process's proxy, from the host's environment (a JavaScript object of strings) and
+    what it lacks to have a store (null: it has one). Invalid settings raise ``ConfigError``
+    here, as the ASGI app refuses to start."""
+    return Proxy(Settings.from_mapping(environment.to_py()), store_missing=store_missing)
 
 
 def request(proxy: Proxy, method: str, path: str, headers: Any, new_token: Any, now: float) -> Exchange:
@@ -41,6 +42,8 @@ def next_action(exchange: Exchange) -> Any:
     if isinstance(action, Respond):
         fields = ["respond", action.status, action.headers, action.body, action.more]
         return to_js(fields, dict_converter=Object.fromEntries)
+    if isinstance(action, Store):
+        return to_js(["store", action.op, list(action.keys), list(action.values), action.ttl])
     return to_js([action.kind])
 
 
@@ -70,6 +73,18 @@ def body_failed(exchange: Exchange, reason: Any) -> None:
 
 def client_left(exchange: Exchange) -> None:
     exchange.client_left()
+
+
+def stored(exchange: Exchange, values: Any) -> None:
+    """``values``: null, or an array of ``Uint8Array`` or null (a ``get``)."""
+    if values is None:
+        exchange.stored()
+    else:
+        exchange.stored([None if v is None else v.to_bytes() for v in values])
+
+
+def store_failed(exchange: Exchange, reason: str) -> None:
+    exchange.store_failed(reason)
 
 
 def crash(exchange: Exchange, message: str) -> None:

@@ -26,6 +26,17 @@ export interface Host {
   log?(line: string): void;
   /** The runtime's `fetch`, where it needs help (default: the global one). */
   fetch?: typeof fetch;
+  /** Where responses are kept (`core/state.py` says what); or why there is nowhere. */
+  store: Store | { missing: string };
+}
+
+/** Bytes by key: the host platform's store (Deno KV, Netlify Blobs, ...). */
+export interface Store {
+  /** Each key's value, null where there is none. */
+  get(keys: string[]): Promise<Array<Uint8Array | null>>;
+  /** Write them; they may go after `ttl` seconds. */
+  put(keys: string[], values: Uint8Array[], ttl: number): Promise<void>;
+  delete(keys: string[]): Promise<void>;
 }
 
 interface Core {
@@ -90,7 +101,8 @@ async function boot(host: Host): Promise<Core> {
   const py = await host.pyodide(await sourcesDigest(sources));
   const bridge = importSources(py, sources); // already imported, when from a snapshot
   // Invalid settings fail here, on every request, as the ASGI app refuses to start.
-  const proxy = bridge.start(host.environment) as PyProxy;
+  const missing = "missing" in host.store ? host.store.missing : undefined; // undefined: None
+  const proxy = bridge.start(host.environment, missing) as PyProxy;
   const settings = proxy.settings as PyProxy;
   const timeouts = { connectTimeout: settings.connect_timeout * 1000, readTimeout: settings.read_timeout * 1000 };
   settings.destroy();
@@ -367,6 +379,20 @@ async function serve(core: Core, host: Host, request: Request, received: number)
     }
   }
 
+  async function store(op: string, keys: string[], values: Uint8Array[], ttl: number): Promise<void> {
+    let read: Array<Uint8Array | undefined> | undefined; // undefined: Python's None
+    try {
+      const kept = host.store as Store; // core asks only a host that has one
+      if (op === "get") read = (await kept.get(keys)).map((value) => value ?? undefined);
+      else if (op === "put") await kept.put(keys, values, ttl);
+      else await kept.delete(keys);
+    } catch (error) {
+      bridge.store_failed(exchange, String(error).slice(0, 200));
+      return;
+    }
+    bridge.stored(exchange, read);
+  }
+
   async function loop(): Promise<void> {
     for (;;) {
       if (gone) return;
@@ -395,6 +421,8 @@ async function serve(core: Core, host: Host, request: Request, received: number)
         }
       } else if (kind === "read_body") {
         await readBody();
+      } else if (kind === "store") {
+        await store(...(fields as [string, string[], Uint8Array[], number]));
       } else {
         controller?.close(); // done
         return;

@@ -87,7 +87,7 @@ class RawResponse:
 
 def exchange_app(settings: Settings) -> Any:
     """A bare ASGI function around ``core.exchange``: one call per request (n = 1), no streaming."""
-    proxy = Proxy(settings)
+    proxy = Proxy(settings, store_missing=None)
     upstream = RawUpstream(settings.poe_base_url)
 
     async def app(scope: Scope, receive: Any, send: Any) -> None:

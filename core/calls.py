@@ -169,7 +169,7 @@ class ChoiceCalls(CallGroup):
         if chunks and self._wire is not None:
             out = self._wire.chunks(chunks)
             if out:
-                actions.append(self._send(out))
+                actions.append(self.send(out))
         if reader.error is not None:  # what came before it has gone out; the error ends the stream
             return actions + self._fail(reader.error)
         if not ended and reader.done:  # complete: nothing more Poe sends can change it
@@ -180,9 +180,9 @@ class ChoiceCalls(CallGroup):
             if self._left == 0:
                 self.done, self.result = True, self.converters
                 if self._wire is not None:
-                    actions.append(
-                        self._send(self._wire.tail(total_usage(self.converters, self._prompt_tokens)))
-                    )
+                    tail = self._wire.tail(total_usage(self.converters, self._prompt_tokens))
+                    if tail or not self._streaming:
+                        actions.append(self.send(tail))
         return actions
 
     def start(self) -> list[Action]:
@@ -190,7 +190,9 @@ class ChoiceCalls(CallGroup):
             self._head = self._wire.head()  # first: the events after it are numbered after it
         return super().start()
 
-    def _send(self, out: bytes) -> Action:
+    def send(self, out: bytes) -> Action:
+        """Write ``out`` to the client (the stream's head goes with the first): chunks as they
+        are converted, and a wire's held last events once the calls are done."""
         if self._streaming:
             return Write(out)
         self._streaming = True

@@ -126,6 +126,15 @@ class RateLimitError(OpenAIError):
     default_code = "rate_limit_exceeded"
 
 
+class StoreUnavailableError(OpenAIError):
+    """The host's store of responses failed (or there is none), so a stored response is out of
+    reach for now."""
+
+    status = 503
+    type = "server_error"
+    default_code = "store_unavailable"
+
+
 class UpstreamError(OpenAIError):
     """Poe answered, but not with something we can pass on (5xx, garbage, a broken stream)."""
 

@@ -14,6 +14,8 @@ loop that performs whatever the exchange asks for and reports back what happened
                       exchange.ended(call), or exchange.failed(call, reason) at any point
         StopCall   -> stop reading that call (``reuse``: its end is near, keep the connection;
                       otherwise close it, which cancels the call at Poe)
+        Store      -> get, put or delete those keys in the host's store; report
+                      exchange.stored(values or None), or exchange.store_failed(reason)
         Respond    -> send this status, these headers and this first body; ``more``: Writes follow
         Write      -> send these bytes to the client
         WAIT       -> wait for the next thing a running call reports (any call), and report it
@@ -45,6 +47,7 @@ from .flow import (
     Signal,
     StartCall,
     StopCall,
+    Store,
     Write,
 )
 from .models import ModelListCache
@@ -64,15 +67,22 @@ __all__ = [
     "Signal",
     "StartCall",
     "StopCall",
+    "Store",
     "Write",
 ]
 
 
 class Proxy:
-    """What lives as long as the host's process: settings and the model list cache."""
+    """What lives as long as the host's process: settings and the model list cache.
 
-    def __init__(self, settings: Settings) -> None:
+    ``store_missing``: None when the host performs ``Store`` actions (its platform's store);
+    otherwise the host has none, and this says what to configure to give it one (a client that
+    needs a stored response is told so).
+    """
+
+    def __init__(self, settings: Settings, *, store_missing: str | None) -> None:
         self.settings = settings
+        self.store_missing = store_missing
         self.models_cache = ModelListCache(ttl=settings.models_cache_ttl)
 
     def request(
@@ -89,7 +99,9 @@ class Proxy:
         joined with ", "; ``new_token`` returns 32 fresh random lowercase hex digits and ``now``
         is the Unix time: the host's randomness and clock."""
         path = request_path(target)
-        context = Context(self.settings, self.models_cache, method, path, headers, new_token, now)
+        context = Context(
+            self.settings, self.models_cache, self.store_missing, method, path, headers, new_token, now
+        )
         return Exchange(context, dispatch(context))
 
 

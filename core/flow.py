@@ -9,15 +9,16 @@ of upstream calls) and returns the response, or None when a step has already str
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from .auth import resolve_poe_key
+from .auth import bearer_token, resolve_poe_key
 from .errors import (
     OpenAIError,
     RequestTimeoutError,
     RequestTooLargeError,
+    StoreUnavailableError,
     UpstreamTimeoutError,
     connection_refused,
     connection_reset,
@@ -29,7 +30,7 @@ from .sse import dumps
 
 CORS_HEADERS = {
     "access-control-allow-origin": "*",
-    "access-control-allow-methods": "GET, POST, OPTIONS",
+    "access-control-allow-methods": "GET, POST, DELETE, OPTIONS",
     "access-control-allow-headers": "*",
     "access-control-expose-headers": "x-request-id, retry-after",
     "access-control-max-age": "86400",
@@ -93,6 +94,22 @@ class Write:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Read, write or delete entries of the host's store (``core.state`` says what they hold).
+
+    ``get``: report each key's value, or None where there is none (``Exchange.stored``).
+    ``put``: write ``values[i]`` at ``keys[i]``; the store may drop them after ``ttl`` seconds.
+    ``delete``: remove the keys (a missing one is no error). Then ``Exchange.stored(None)``.
+    A store that fails reports ``Exchange.store_failed(reason)``.
+    """
+
+    op: Literal["get", "put", "delete"]
+    keys: tuple[str, ...]
+    values: tuple[bytes, ...] = ()
+    ttl: int = 0
+
+
 class Signal:
     """An action with no data (``READ_BODY``, ``WAIT``, ``DONE``)."""
 
@@ -109,7 +126,7 @@ READ_BODY = Signal("read_body")
 WAIT = Signal("wait")
 DONE = Signal("done")
 
-Action = StartCall | StopCall | Respond | Write | Signal
+Action = StartCall | StopCall | Respond | Write | Store | Signal
 
 
 # -- steps: what a flow waits on --------------------------------------------------------------
@@ -146,6 +163,46 @@ class Step:
 
     def failed(self, index: int, reason: FailureReason) -> list[Action]:
         return []
+
+    def stored(self, values: list[bytes | None] | None) -> list[Action]:
+        return []
+
+    def store_failed(self, reason: str) -> list[Action]:
+        return []
+
+
+class StoreStep(Step):
+    """One ``Store`` action; ``result``: the values read (``get``), or None."""
+
+    def __init__(self, context: Context, action: Store) -> None:
+        self._context = context
+        self._action = action
+
+    def start(self) -> list[Action]:
+        return [self._action]
+
+    def stored(self, values: list[bytes | None] | None) -> list[Action]:
+        if self._action.op == "get" and (values is None or len(values) != len(self._action.keys)):
+            raise ValueError(f"a store get of {len(self._action.keys)} keys reported {values!r:.80}")
+        self.done, self.result = True, values
+        return []
+
+    def store_failed(self, reason: str) -> list[Action]:
+        self._context.note(store_error=reason[:200])  # for the log line, not for the client
+        self.done = True
+        self.error = StoreUnavailableError("The proxy's store of responses failed; try again later.")
+        return []
+
+
+class Emit(Step):
+    """Actions to take at once, the flow going on after them (a stream's last events)."""
+
+    def __init__(self, actions: list[Action]) -> None:
+        self._actions = actions
+        self.done = True
+
+    def start(self) -> list[Action]:
+        return self._actions
 
 
 class ReadBody(Step):
@@ -200,6 +257,7 @@ class Context:
         self,
         settings: Settings,
         models_cache: ModelListCache,
+        store: str | None,
         method: str,
         path: str,
         headers: Mapping[str, str],
@@ -208,6 +266,8 @@ class Context:
     ) -> None:
         self.settings = settings
         self.models_cache = models_cache
+        # None when the host has a store for responses; otherwise what it takes to give it one.
+        self.store_missing = store
         self.method = method
         self.path = path
         self.headers = headers
@@ -219,10 +279,13 @@ class Context:
         self.record: dict[str, Any] = {"request_id": self.request_id, "method": method, "path": path}
         self.response_headers = {**CORS_HEADERS, "x-request-id": self.request_id}
         self.api_key = ""
+        self.credential = ""  # the bearer token: the Poe key, or an access token in owner mode
         self.stream_errors: Callable[[OpenAIError], bytes] | None = None  # set once a stream is open
 
     def authenticate(self) -> str:
-        self.api_key = resolve_poe_key(self.headers.get("authorization"), self.settings)
+        authorization = self.headers.get("authorization")
+        self.api_key = resolve_poe_key(authorization, self.settings)
+        self.credential = bearer_token(authorization) or ""
         return self.api_key
 
     def read_body(self) -> Generator[Step, Any, bytes]:
@@ -356,6 +419,19 @@ class Exchange:
         step = self._owner(call)
         if step is not None:
             self._run(step, step.failed, call - step.first_call, reason)
+
+    def stored(self, values: Sequence[bytes | None] | None = None) -> None:
+        """The ``Store`` action is done; for a ``get``, each key's value (None: no such entry)."""
+        step = self._step
+        if isinstance(step, StoreStep):
+            read = None if values is None else [None if v is None else bytes(v) for v in values]
+            self._run(step, step.stored, read)
+
+    def store_failed(self, reason: str) -> None:
+        """The ``Store`` action failed; ``reason`` goes to the log line, never to the client."""
+        step = self._step
+        if isinstance(step, StoreStep):
+            self._run(step, step.store_failed, str(reason))
 
     # -- driving the flow -----------------------------------------------------------------
 

@@ -5,10 +5,10 @@ by the very flow that answers a chat completion: the same validation, tools, JSO
 retry, inline media, one upstream call. What comes back is presented as a ``response`` object
 (``response_object``) or, streamed, as the Responses event sequence (``ResponsesWire``).
 
-A serverless proxy keeps nothing between requests, so what needs a stored response
-(``previous_response_id``, ``conversation``, ``background``, item references) is refused with a
-400 that names the parameter; clients that send their whole history (Codex with ``store:
-false``, the Agents SDK by default) work fully. Tools Poe cannot run (web search, file search,
+What a response leaves behind for later requests (``previous_response_id``, item references,
+retrieve) is kept in the host's store (``core.state``); ``core.routes`` reads and writes it, and
+this module turns what was kept back into the conversation. ``conversation`` and ``background``
+are refused with a 400 that names the parameter. Tools Poe cannot run (web search, file search,
 MCP servers, custom tools...) are left out, never refused: the README lists them.
 """
 
@@ -32,10 +32,9 @@ _RENAMED = {
     "response_format": "text.format",
     "reasoning_effort": "reasoning.effort",
 }
-_STATEFUL = ("previous_response_id", "conversation")
-NO_STATE = (
-    "this proxy keeps nothing between requests (it runs serverless), so there is no stored response "
-    "to continue. Send the whole conversation in 'input' instead"
+NO_FILES = (
+    "this proxy has no Files API, so there is no uploaded file to use. Send the file's data inline "
+    "instead ('file_data', or a data URL in 'image_url')"
 )
 
 
@@ -49,21 +48,31 @@ class ResponsesRequest:
     namespaces: Mapping[str, tuple[str, str]]  # chat tool name -> (namespace, name)
 
 
-def parse_responses_request(body: Mapping[str, Any], settings: Settings) -> ResponsesRequest:
-    """Validate a ``/v1/responses`` body. Raises ``InvalidRequestError`` naming the Responses field."""
-    for field in _STATEFUL:
-        if body.get(field) is not None:
-            raise InvalidRequestError(
-                f"'{field}' is not supported: {NO_STATE}.", param=field, code="unsupported_parameter"
-            )
-    if opt_bool(body, "background"):
-        raise InvalidRequestError(
-            f"'background' responses are not supported: {NO_STATE}, and stream or wait for the answer.",
-            param="background",
-            code="unsupported_parameter",
+def parse_responses_request(
+    body: Mapping[str, Any],
+    settings: Settings,
+    *,
+    history: Sequence[Mapping[str, Any]] = (),
+    stored: bool = False,
+) -> ResponsesRequest:
+    """Validate a ``/v1/responses`` body. Raises ``InvalidRequestError`` naming the Responses field.
+
+    ``history``: the items of the responses before this one (``previous_response_id``), which
+    come before ``input``; ``stored``: whether the response is kept (its ``store``).
+    Item references left in ``input`` are skipped (the openai backend's Poe resolves them)."""
+    if body.get("prompt") is not None:
+        raise unsupported(
+            "prompt",
+            "Stored prompts are not supported: this proxy keeps no prompt templates. Send the "
+            "prompt's text in 'instructions' and 'input' instead.",
         )
+    if opt_bool(body, "background"):
+        raise unsupported(
+            "background", "'background' responses are not supported: stream the response, or wait for it."
+        )
+    opt_str(body, "previous_response_id")
     tools, tool_params, namespaces = _tools(body)
-    messages, sources = _messages(body)
+    messages, sources = _messages(body, history)
     chat_body: dict[str, Any] = {"messages": messages}
     for responses_field, chat_field in (
         ("model", "model"),
@@ -94,16 +103,17 @@ def parse_responses_request(body: Mapping[str, Any], settings: Settings) -> Resp
         chat = parse_chat_request(chat_body, settings, max_media_bytes=settings.max_media_bytes)
     except OpenAIError as exc:
         raise _renamed(exc, sources, tool_params) from None
+    verbosity = opt_str(text, "verbosity", param="text.verbosity") or "medium"
     echo = {
         "instructions": body.get("instructions"),
         "max_output_tokens": chat.max_tokens,
         "metadata": body.get("metadata") or {},
         "parallel_tool_calls": body.get("parallel_tool_calls", True),
-        "previous_response_id": None,
+        "previous_response_id": body.get("previous_response_id"),
         "reasoning": {"effort": effort, "summary": reasoning.get("summary")},
-        "store": False,  # whatever was asked: nothing is kept
+        "store": stored,
         "temperature": chat.temperature if chat.temperature is not None else 1.0,
-        "text": {"format": text_format or {"type": "text"}},
+        "text": {"format": text_format or {"type": "text"}, "verbosity": verbosity},
         "tool_choice": body.get("tool_choice", "auto"),
         "tools": list(body.get("tools") or []),
         "top_p": chat.top_p if chat.top_p is not None else 1.0,
@@ -113,8 +123,15 @@ def parse_responses_request(body: Mapping[str, Any], settings: Settings) -> Resp
     return ResponsesRequest(chat, echo, namespaces)
 
 
-def _messages(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Chat messages for ``instructions`` and ``input``, and the Responses field each came from."""
+def unsupported(param: str, message: str) -> InvalidRequestError:
+    return InvalidRequestError(message, param=param, code="unsupported_parameter")
+
+
+def _messages(
+    body: Mapping[str, Any], history: Sequence[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Chat messages for ``instructions``, ``history`` and ``input``, and the Responses field each
+    came from."""
     messages: list[dict[str, Any]] = []
     sources: list[str] = []
     instructions = opt_str(body, "instructions")
@@ -125,11 +142,12 @@ def _messages(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str]]
     if items is None:
         raise missing_parameter("input")
     if isinstance(items, str):
-        return [*messages, {"role": "user", "content": items}], [*sources, "input"]
-    if not isinstance(items, list):
+        given: list[tuple[Any, str]] = [({"role": "user", "content": items}, "input")]
+    elif isinstance(items, list):
+        given = [(item, f"input[{i}]") for i, item in enumerate(items)]
+    else:
         raise type_error("input", "a string or an array of input items", items)
-    for i, item in enumerate(items):
-        param = f"input[{i}]"
+    for item, param in [*((item, "previous_response_id") for item in history), *given]:
         if not isinstance(item, dict):
             raise type_error(param, "an object", item)
         kind = item.get("type", "message")
@@ -161,10 +179,13 @@ def _messages(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str]]
                 raise type_error(f"{param}.output", "a string or an array of content parts", output)
             call_id = required_str(item, "call_id", param=f"{param}.call_id")
             messages.append({"role": "tool", "tool_call_id": call_id, "content": output})
-        elif kind == "item_reference":
-            raise InvalidRequestError(f"Item references are not supported: {NO_STATE}.", param=param)
-        elif kind == "reasoning" or (isinstance(kind, str) and kind.endswith(("_call", "_call_output"))):
-            continue  # reasoning and the calls of tools this proxy does not run: nothing to send on
+        elif (
+            kind == "reasoning"
+            or kind == "item_reference"
+            or (isinstance(kind, str) and kind.endswith(("_call", "_call_output")))
+        ):
+            continue  # reasoning, the calls of tools this proxy does not run, item references left
+            # for Poe to resolve (the openai backend): nothing to send on
         else:
             raise InvalidRequestError(
                 f"Invalid value for '{param}.type': {kind!r} is not one of 'message', 'function_call', "
@@ -209,7 +230,7 @@ def _part(part: Any, param: str) -> Any:
 
 def _unsupported_file_id(param: str) -> InvalidRequestError:
     return InvalidRequestError(
-        f"Uploaded file ids are not supported: {NO_STATE}, with the data inline.",
+        f"File ids are not supported: {NO_FILES}.",
         param=param,
         code="unsupported_parameter",
     )
@@ -380,11 +401,16 @@ def _ending(finish_reason: str | None) -> tuple[str, dict[str, Any] | None]:
     return "completed", None
 
 
+def _message_status(finish_reason: str | None) -> str:
+    """A message cut by the length limit is incomplete, as the response it ends is."""
+    return "incomplete" if finish_reason == "length" else "completed"
+
+
 def response_object(meta: ResponseMeta, answer: Converter, chat_usage: Mapping[str, Any]) -> dict[str, Any]:
     """The ``response`` of a finished answer (not streamed)."""
     output = []
     if answer.content:
-        output.append(message_item(meta.new_id("msg"), answer.content, "completed"))
+        output.append(message_item(meta.new_id("msg"), answer.content, _message_status(answer.finish_reason)))
     output += [
         function_call_item(meta, meta.new_id("fc"), call, "completed") for call in answer.tool_calls.values()
     ]
@@ -422,10 +448,16 @@ class ResponsesWire:
     ``output_item.done``; per function call, ``output_item.added``,
     ``function_call_arguments.delta``..., ``function_call_arguments.done``, ``output_item.done``;
     then ``response.completed`` (or ``response.incomplete``) with usage, or ``error`` and
-    ``response.failed``."""
+    ``response.failed``.
 
-    def __init__(self, meta: ResponseMeta) -> None:
+    ``hold``: the last events are not written by ``tail`` but kept in ``held`` (the response is
+    stored first, so that a client who has seen it complete finds it stored)."""
+
+    def __init__(self, meta: ResponseMeta, *, hold: bool = False) -> None:
         self.meta = meta
+        self.hold = hold
+        self.held = b""
+        self.response: dict[str, Any] = {}  # the last response object sent, or to be sent
         self._sequence = 0
         self._output: list[dict[str, Any]] = []  # items as they stand, in output order
         self._message: dict[str, Any] | None = None  # the message item being written
@@ -486,7 +518,7 @@ class ResponsesWire:
         text, self._text = "".join(self._text), []
         where = self._where(message)
         part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-        message.update(status="completed", content=[part])
+        message.update(status=_message_status(self._finish_reason), content=[part])
         return (
             self._event("response.output_text.done", **where, text=text, logprobs=[])
             + self._event("response.content_part.done", **where, part=part)
@@ -527,9 +559,17 @@ class ResponsesWire:
         out = self._close_all()
         status, incomplete = _ending(self._finish_reason)
         response = self.meta.response(status, self._output, usage(chat_usage), incomplete=incomplete)
-        return out + self._event(f"response.{status}", response=response)
+        self.response = response
+        out += self._event(f"response.{status}", response=response)
+        if self.hold:
+            self.held, out = out, b""
+        return out
 
     def error(self, error: OpenAIError) -> bytes:
+        if self._message is not None:  # what it said before it failed stays said
+            text = "".join(self._text)
+            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            self._message.update(status="incomplete", content=[part])
         response = self.meta.response("failed", self._output, error=failure(error))
         event = self._event("error", code=error.code, message=error.message, param=error.param)
         return event + self._event("response.failed", response=response)

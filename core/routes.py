@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Generator, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from .calls import ChoiceCalls, JsonCalls, Wire
@@ -28,11 +28,17 @@ from .chat_stream import (
 from .chat_upstream import QueryIds, json_instruction, openai_compat_body, poe_query
 from .completions import CompletionWire, parse_completion_request, text_completion
 from .embeddings import join_embeddings, parse_embeddings_request, upstream_batches
-from .errors import InvalidRequestError, MethodNotAllowedError, NotFoundError, OpenAIError, scrub_all
-from .flow import Context, Flow, Respond, Step, UpstreamRequest
+from .errors import (
+    InvalidRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+    OpenAIError,
+    StoreUnavailableError,
+    scrub_all,
+)
+from .flow import Context, Emit, Flow, Respond, Step, Store, StoreStep, UpstreamRequest
 from .models import find_model, openai_model_list
 from .responses import (
-    NO_STATE,
     RelayWire,
     ResponseMeta,
     ResponsesRelay,
@@ -40,11 +46,13 @@ from .responses import (
     parse_responses_request,
     response_object,
     response_text,
+    unsupported,
 )
+from .state import encode, load, put, store_key
 from .structured import json_answer_problem, json_correction, with_json_correction
 from .uploads import attachment_from_upload, pending_uploads, upload_request
 from .usage import estimate_prompt_tokens
-from .validate import parse_json_object
+from .validate import opt_bool, opt_str, parse_json_object, required_str
 
 Attachments = Mapping[tuple[int, int], dict[str, Any]]
 # A host name or address, with an optional port (RFC 3986's reg-name, IPv6 in brackets).
@@ -60,20 +68,34 @@ def dispatch(context: Context) -> Flow:
     if method == "OPTIONS":  # a preflight on any path; every answer allows any origin
         return Respond(204, dict(context.response_headers), b"")
     route = path[4:] if path.startswith("/v1/") else path[1:]
-    found = ROUTES.get(route)
-    if found is None and route.startswith("models/") and len(route) > len("models/"):
-        found = ("GET", lambda context: model(context, route[len("models/") :]))
-    if found is None and route.startswith("responses/"):  # retrieve, cancel, delete, input items
-        message = f"No stored responses: {NO_STATE} of 'previous_response_id'."
-        raise NotFoundError(message, code="response_not_found")
+    found = ROUTES.get(route) or _with_id(route)
     if found is None:
         raise NotFoundError(f"Unknown request URL: {method} {path}.", code="unknown_url")
-    wanted, flow = found
-    if method != wanted:
-        allow = {"Allow": f"{wanted}, OPTIONS"}
+    flow = found.get(method)
+    if flow is None:
+        allow = {"Allow": ", ".join([*found, "OPTIONS"])}
         raise MethodNotAllowedError(f"Method {method} is not allowed on {path}.", headers=allow)
     context.authenticate()  # before the body is read: no key, no reading
     return (yield from flow(context))
+
+
+def _with_id(route: str) -> Routes | None:
+    """The routes whose path holds an id: a model, a stored response and its input items."""
+    kind, _, rest = route.partition("/")
+    if kind == "models" and rest:
+        return {"GET": partial(model, model_id=rest)}
+    response_id, _, action = rest.partition("/")
+    if kind != "responses" or not response_id:
+        return None
+    if action == "":
+        return {
+            "GET": partial(stored_response, response_id=response_id, action=""),
+            "DELETE": partial(stored_response, response_id=response_id, action="delete"),
+        }
+    if action in ("input_items", "cancel"):
+        method = "GET" if action == "input_items" else "POST"
+        return {method: partial(stored_response, response_id=response_id, action=action)}
+    return None
 
 
 # -- chat and legacy completions --------------------------------------------------------------
@@ -97,13 +119,40 @@ def answer_chat(
 ) -> Flow:
     """Answer ``chat``: streamed through ``wire``, or as what ``present`` makes of the answers and
     their usage. Chat completions and the Responses API differ only in those two."""
+    if chat.stream:
+        yield from stream_chat(context, chat, meta, wire)
+        return None
+    return context.json(200, (yield from complete_chat(context, chat, meta, present)))
+
+
+def planned_calls(
+    context: Context, chat: ChatRequest, meta: CompletionMeta
+) -> Generator[Step, Any, tuple[Attachments, list[int], list[tuple[UpstreamRequest, Converter]]]]:
+    """The media uploaded first, then one call per choice, with their prompts' token estimates."""
     attachments = yield from upload_media(context, chat)
     estimates = [estimate_prompt_tokens(chat.prompt_texts())] * chat.n
     planned = [choice_call(context, chat, meta, index, attachments) for index in range(chat.n)]
-    if chat.stream:
-        yield ChoiceCalls(context, planned, estimates, wire)
-        return None
+    return attachments, estimates, planned
 
+
+def stream_chat(
+    context: Context, chat: ChatRequest, meta: CompletionMeta, wire: Wire
+) -> Generator[Step, Any, ChoiceCalls]:
+    """Stream the answer to ``chat`` through ``wire``; the calls, once they are done."""
+    _, estimates, planned = yield from planned_calls(context, chat, meta)
+    calls = ChoiceCalls(context, planned, estimates, wire)
+    yield calls
+    return calls
+
+
+def complete_chat(
+    context: Context,
+    chat: ChatRequest,
+    meta: CompletionMeta,
+    present: Callable[[list[Converter], dict[str, Any]], dict[str, Any]],
+) -> Generator[Step, Any, dict[str, Any]]:
+    """The answer to ``chat``, whole, as ``present`` makes it of the answers and their usage."""
+    attachments, estimates, planned = yield from planned_calls(context, chat, meta)
     answers: list[Converter] = yield ChoiceCalls(context, planned, estimates)
     spent: list[Converter] = []  # answers a retry replaced: Poe billed them, usage counts them
     spent_estimates: list[int] = []
@@ -116,8 +165,7 @@ def answer_chat(
             spent.append(answers[position])
             spent_estimates.append(estimates[position])
             answers[position], estimates[position] = answer, estimate
-    usage = total_usage([*answers, *spent], estimates + spent_estimates)
-    return context.json(200, present(answers, usage))
+    return present(answers, total_usage([*answers, *spent], estimates + spent_estimates))
 
 
 def json_retries(chat: ChatRequest, answers: list[Converter]) -> list[tuple[int, ChatRequest]]:
@@ -185,11 +233,21 @@ def upload_media(context: Context, chat: ChatRequest) -> Generator[Step, Any, At
 
 def responses(context: Context) -> Flow:
     payload = parse_json_object((yield from context.read_body()))
-    request = parse_responses_request(payload, context.settings)
+    if context.settings.backend == "openai":  # Poe serves the Responses API, and keeps it, itself
+        chat = parse_responses_request(payload, context.settings).chat
+        context.note(model=chat.bot, stream=chat.stream)
+        return (yield from relay_responses(context, {**payload, "model": chat.bot}, chat))
+    if payload.get("conversation") is not None:
+        raise unsupported(
+            "conversation",
+            "Conversations are not supported: continue a conversation with "
+            "'previous_response_id', or send the whole of it in 'input'.",
+        )
+    earlier = yield from earlier_items(context, payload)
+    stored = opt_bool(payload, "store") is not False and context.store_missing is None
+    request = parse_responses_request(earlier.body, context.settings, history=earlier.history, stored=stored)
     chat = request.chat
     context.note(model=chat.bot, stream=chat.stream)
-    if context.settings.backend == "openai":  # Poe serves the Responses API itself
-        return (yield from relay_responses(context, {**payload, "model": chat.bot}, chat))
     meta = ResponseMeta(
         f"resp_{context.new_token()}",
         int(context.now),
@@ -199,10 +257,180 @@ def responses(context: Context) -> Flow:
     )
     chat_meta = CompletionMeta(meta.id, meta.created, chat.bot)
 
+    def keep(response: dict[str, Any]) -> Generator[Step, Any, None]:
+        if stored:
+            yield from keep_response(context, response, earlier)
+
+    if chat.stream:
+        wire = ResponsesWire(meta, hold=stored)
+        calls = yield from stream_chat(context, chat, chat_meta, wire)
+        yield from keep(wire.response)
+        if wire.held:
+            yield Emit([calls.send(wire.held)])
+        return None
+
     def present(answers: list[Converter], usage: dict[str, Any]) -> dict[str, Any]:
         return response_object(meta, answers[0], usage)
 
-    return (yield from answer_chat(context, chat, chat_meta, ResponsesWire(meta), present))
+    response = yield from complete_chat(context, chat, chat_meta, present)
+    yield from keep(response)
+    return context.json(200, response)
+
+
+class Earlier(NamedTuple):
+    """What a request continues: the body with its item references resolved, the items of the
+    responses before it, and their ids (oldest first)."""
+
+    body: dict[str, Any]
+    history: list[dict[str, Any]]
+    chain: list[str]
+
+
+def earlier_items(context: Context, payload: dict[str, Any]) -> Generator[Step, Any, Earlier]:
+    """Read what ``previous_response_id`` and the item references in ``input`` name, from the
+    store, as kept for this caller's credential."""
+    previous = opt_str(payload, "previous_response_id")
+    items = payload.get("input")
+    references = [
+        (i, item)
+        for i, item in enumerate(items if isinstance(items, list) else [])
+        if isinstance(item, dict) and item.get("type") == "item_reference"
+    ]
+    if previous is None and not references:
+        return Earlier(payload, [], [])
+    if context.store_missing is not None:
+        param = "previous_response_id" if previous is not None else f"input[{references[0][0]}]"
+        raise InvalidRequestError(
+            f"This deployment keeps no responses, so there is nothing to continue: "
+            f"{context.store_missing} Until then, send the whole conversation in 'input'.",
+            param=param,
+            code="store_unavailable",
+        )
+    history: list[dict[str, Any]] = []
+    chain: list[str] = []
+    if previous is not None:
+        history, chain = yield from response_chain(context, previous)
+    if not references:
+        return Earlier(payload, history, chain)
+    ids = [required_str(item, "id", param=f"input[{i}].id") for i, item in references]
+    found = yield from load(context, [store_key(context.credential, "item", i) for i in ids])
+    resolved = list(items)  # type: ignore[arg-type]  # a list: it holds the references
+    for (i, _), item_id, kept in zip(references, ids, found, strict=True):
+        if kept is None:
+            raise InvalidRequestError(
+                f"Item '{item_id}' was not found: only items of responses stored with this API key "
+                "in the last days of RESPONSES_TTL can be referenced. Send the item itself in "
+                "'input' instead.",
+                param=f"input[{i}]",
+                code="item_not_found",
+            )
+        resolved[i] = kept.value
+    return Earlier({**payload, "input": resolved}, history, chain)
+
+
+def response_chain(
+    context: Context, previous: str
+) -> Generator[Step, Any, tuple[list[dict[str, Any]], list[str]]]:
+    """The items of ``previous`` and of every response before it, oldest first, and their ids."""
+    [kept] = yield from load(context, [store_key(context.credential, "resp", previous)])
+    if kept is None:
+        raise InvalidRequestError(
+            f"Previous response with id '{previous}' not found: responses are kept for "
+            "RESPONSES_TTL, for the API key that made them, when made with 'store' on. Send the "
+            "whole conversation in 'input' instead.",
+            param="previous_response_id",
+            code="previous_response_not_found",
+        )
+    chain = [*kept.value["chain"], previous]
+    records = yield from load(context, [store_key(context.credential, "resp", i) for i in chain[:-1]])
+    history: list[dict[str, Any]] = []
+    for response_id, record in zip(chain, [*records, kept], strict=True):
+        if record is None:
+            raise InvalidRequestError(
+                f"Response '{response_id}', earlier in the conversation of '{previous}', was "
+                "deleted or has expired. Send the whole conversation in 'input' instead.",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
+        history += record.value["input"] + record.value["response"]["output"]
+    return history, chain
+
+
+def keep_response(context: Context, response: dict[str, Any], earlier: Earlier) -> Generator[Step, Any, None]:
+    """Store ``response``, its input and its output items for this caller. A store that fails
+    leaves the answer as it is (it has been paid for); the log line says so."""
+    expires = int(context.now + context.settings.responses_ttl)
+    record = {
+        "response": response,
+        "input": stored_input(earlier.body["input"], context),
+        "chain": earlier.chain,
+    }
+    entries = encode(store_key(context.credential, "resp", response["id"]), record, expires)
+    for item in response["output"]:
+        entries += encode(store_key(context.credential, "item", item["id"]), item, expires)
+    try:
+        yield StoreStep(context, put(context, entries))
+    except StoreUnavailableError:
+        context.note(error="store_unavailable")
+
+
+def stored_input(items: Any, context: Context) -> list[dict[str, Any]]:
+    """A request's ``input`` as kept: a list of items, each message with its id and content parts
+    (as ``input_items`` lists them)."""
+    if isinstance(items, str):
+        items = [{"role": "user", "content": items}]
+    kept = []
+    for item in items:
+        item = dict(item)
+        if item.get("type", "message") == "message":
+            item["type"] = "message"
+            item.setdefault("id", f"msg_{context.new_token()}")
+            if isinstance(item.get("content"), str):
+                kind = "output_text" if item.get("role") == "assistant" else "input_text"
+                item["content"] = [{"type": kind, "text": item["content"]}]
+        kept.append(item)
+    return kept
+
+
+def stored_response(context: Context, *, response_id: str, action: str) -> Flow:
+    """``GET /v1/responses/{id}`` (``action`` ""), ``DELETE`` ("delete"), ``GET .../input_items``
+    and ``POST .../cancel``: from the store, or on the openai backend from Poe."""
+    if context.settings.backend == "openai":
+        suffix = f"/{action}" if action in ("input_items", "cancel") else ""
+        path = f"/v1/responses/{quote(response_id, safe='')}{suffix}"
+        body: dict[str, Any] | None = {} if context.method == "POST" else None
+        [answer] = yield JsonCalls(
+            context, [context.upstream(context.method, path, body, accept="application/json")]
+        )
+        return context.json(200, scrub_all(answer, context.api_key))
+    if context.store_missing is not None:
+        raise NotFoundError(
+            f"Response with id '{response_id}' not found: this deployment keeps no responses. "
+            f"{context.store_missing}",
+            code="store_unavailable",
+        )
+    key = store_key(context.credential, "resp", response_id)
+    [kept] = yield from load(context, [key])
+    if kept is None:
+        raise NotFoundError(f"Response with id '{response_id}' not found.", code="response_not_found")
+    response = kept.value["response"]
+    if action == "cancel":
+        raise InvalidRequestError(
+            "Only background responses can be cancelled, and this proxy runs none.",
+            code="response_not_cancellable",
+        )
+    if action == "input_items":
+        data = list(reversed(kept.value["input"]))  # newest first, as OpenAI lists them by default
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        page = {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": False}
+        return context.json(200, page)
+    if action == "delete":
+        item_keys = [store_key(context.credential, "item", item["id"]) for item in response["output"]]
+        items = yield from load(context, item_keys)
+        keys = kept.keys + [k for item in items if item is not None for k in item.keys]
+        yield StoreStep(context, Store("delete", tuple(keys)))
+        return context.json(200, {"id": response_id, "object": "response", "deleted": True})
+    return context.json(200, response)
 
 
 def relay_responses(context: Context, body: dict[str, Any], chat: ChatRequest) -> Flow:
@@ -245,7 +473,7 @@ def models(context: Context) -> Flow:
     return context.json(200, (yield from model_list(context)))
 
 
-def model(context: Context, model_id: str) -> Flow:
+def model(context: Context, *, model_id: str) -> Flow:
     listed = yield from model_list(context)
     return context.json(200, find_model(listed, model_id, context.settings.model_aliases))
 
@@ -282,10 +510,11 @@ def embeddings(context: Context) -> Flow:
     return context.json(200, join_embeddings(wanted, answers, batch_size))
 
 
-ROUTES: dict[str, tuple[str, Callable[[Context], Flow]]] = {
-    "chat/completions": ("POST", chat_completions),
-    "completions": ("POST", completions),
-    "responses": ("POST", responses),
-    "embeddings": ("POST", embeddings),
-    "models": ("GET", models),
+Routes = Mapping[str, Callable[[Context], Flow]]  # method -> flow
+ROUTES: dict[str, Routes] = {
+    "chat/completions": {"POST": chat_completions},
+    "completions": {"POST": completions},
+    "responses": {"POST": responses},
+    "embeddings": {"POST": embeddings},
+    "models": {"GET": models},
 }

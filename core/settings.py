@@ -48,6 +48,7 @@ class Settings:
     models_cache_ttl: float = 300.0
     embedding_batch_size: int = 256
     log_level: str = "INFO"
+    responses_ttl: float = 30 * 86400  # how long a stored response is kept (OpenAI: 30 days)
 
     @property
     def owner_mode(self) -> bool:
@@ -118,6 +119,7 @@ class Settings:
             models_cache_ttl=number("MODELS_CACHE_TTL", 300.0, minimum=0),
             embedding_batch_size=int(number("EMBEDDING_BATCH_SIZE", 256, minimum=1)),
             log_level=log_level,
+            responses_ttl=number("RESPONSES_TTL", 30 * 86400, minimum=60),
         )
 
 

@@ -8,12 +8,15 @@
  *
  * How it streams: for real: the Response body is a ReadableStream fed as core writes.
  *
+ * Where responses are kept: Deno KV. On Deno Deploy that is the app's own database (no set-up);
+ * elsewhere a SQLite file (`DENO_KV_PATH`; `make serve-deno` puts it in STATE_DIR).
+ *
  * Run: `make serve-deno` (HOST, PORT and the proxy's settings from the environment).
  */
 import { fileURLToPath } from "node:url";
 import { loadPyodide } from "pyodide";
 import { pythonSources } from "../adapters/node-sources.mts";
-import { webHandler } from "../adapters/web.mts";
+import { type Store, webHandler } from "../adapters/web.mts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -33,7 +36,39 @@ async function fetchDecoded(input: string | URL | Request, init?: RequestInit): 
   return response;
 }
 
+/** Deno KV, as a store of bytes: at most 10 keys per read and 10 values (60 KB each) per write,
+ * within KV's limits (`getMany` of 10; 800 KB per atomic write). */
+async function kvStore(): Promise<Store> {
+  const kv = await Deno.openKv(Deno.env.get("DENO_KV_PATH") || undefined);
+  const batches = <T,>(items: T[]): T[][] =>
+    Array.from({ length: Math.ceil(items.length / 10) }, (_, i) => items.slice(i * 10, i * 10 + 10));
+  const key = (name: string): Deno.KvKey => ["responses", name];
+  const write = async (keys: string[], each: (op: Deno.AtomicOperation, name: string, i: number) => void) => {
+    let done = 0;
+    for (const batch of batches(keys)) {
+      const op = kv.atomic();
+      batch.forEach((name, i) => each(op, name, done + i));
+      done += batch.length;
+      const result = await op.commit();
+      if (!result.ok) throw new Error("a Deno KV write did not commit");
+    }
+  };
+  return {
+    async get(keys) {
+      const found: Array<Uint8Array | null> = [];
+      for (const batch of batches(keys)) {
+        const entries = await kv.getMany<Uint8Array[]>(batch.map(key));
+        found.push(...entries.map((entry) => entry.value));
+      }
+      return found;
+    },
+    put: (keys, values, ttl) => write(keys, (op, name, i) => op.set(key(name), values[i], { expireIn: ttl * 1000 })),
+    delete: (keys) => write(keys, (op, name) => op.delete(key(name))),
+  };
+}
+
 const handler = webHandler({
+  store: await kvStore(),
   fetch: fetchDecoded,
   environment: Deno.env.toObject(),
   sources: async () => pythonSources(ROOT), // the same files Netlify's function reads

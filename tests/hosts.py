@@ -28,6 +28,7 @@ import httpx
 import openai
 
 from adapters.app import ProxyApp, create_app
+from adapters.stores import store_from_environ
 from core.settings import Settings
 from tests.peers.bots import POE_KEY
 from tests.peers.runtimes import ROOT
@@ -41,7 +42,10 @@ MAKE_TARGETS = {
     "cloudflare": "serve-cloudflare",
 }
 # Variables a deployment is configured with: never inherited from the developer's shell.
-SETTING_PREFIXES = ("POE_", "PROXY_", "MAX_", "MODEL", "DEFAULT_", "EMBEDDING_", "ALLOW_", "LOG_LEVEL")
+SETTING_PREFIXES = (
+    "POE_", "PROXY_", "MAX_", "MODEL", "DEFAULT_", "EMBEDDING_", "ALLOW_", "LOG_LEVEL",
+    "STATE_DIR", "RESPONSES_",
+)  # fmt: skip
 
 
 # Deno.serve may notice a client that left only when it next writes to it (denoland/deno#21421;
@@ -134,6 +138,8 @@ class HostProcesses:
         kept = os.environ.get("HOST_LOGS")  # a folder to keep each host's output in, to read afterwards
         self._logs = Path(kept) if kept else Path(self._stack.enter_context(tempfile.TemporaryDirectory()))
         self._logs.mkdir(parents=True, exist_ok=True)
+        # Where every host of the session keeps its responses (each in its own store within).
+        self.state_dir = self._stack.enter_context(tempfile.TemporaryDirectory())
 
     def start(self, host: str, environment: Mapping[str, str]) -> tuple[str, Path]:
         """The URL of ``host`` running with ``environment``, and the file its output goes to."""
@@ -145,7 +151,7 @@ class HostProcesses:
             process = subprocess.Popen(
                 ["make", "-s", MAKE_TARGETS[host], "HOST=127.0.0.1", f"PORT={port}"],
                 cwd=ROOT,
-                env={**inherited, **environment},
+                env={**inherited, "STATE_DIR": self.state_dir, **environment},
                 stdout=self._stack.enter_context(log.open("wb")),
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # make runs the server as a child: stop the whole group
@@ -172,6 +178,7 @@ class HostProcesses:
 
 def target(host: str, processes: HostProcesses, environment: Mapping[str, str]) -> Target:
     if host == "asgi":
-        return Target(app=create_app(Settings.from_mapping(environment)))
+        store = store_from_environ({"STATE_DIR": processes.state_dir, **environment})
+        return Target(app=create_app(Settings.from_mapping(environment), store=store))
     url, log = processes.start(host, environment)
     return Target(url=url, log=log)

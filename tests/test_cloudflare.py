@@ -69,3 +69,4 @@ def test_the_config_runs_python_workers(dry_run: tuple[str, Path]) -> None:
     assert 'compatibility_flags = ["python_workers", "enable_request_signal"]' in config
     assert 'main = "build/cloudflare/worker.py"' in config
     assert "POE_BACKEND" in stdout  # the vars reach the Worker's bindings
+    assert re.search(r"env\.RESPONSES\s+KV Namespace", stdout)  # the store, provisioned at deploy

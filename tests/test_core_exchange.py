@@ -17,7 +17,18 @@ import fastapi_poe as fp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.exchange import DONE, READ_BODY, WAIT, Exchange, Proxy, Respond, StartCall, StopCall, Write
+from core.exchange import (
+    DONE,
+    READ_BODY,
+    WAIT,
+    Exchange,
+    Proxy,
+    Respond,
+    StartCall,
+    StopCall,
+    Store,
+    Write,
+)
 from core.settings import Settings
 
 SETTINGS = Settings.from_mapping({"POE_BASE_URL": "http://poe.test", "POE_UPLOAD_URL": "http://up.test/"})
@@ -49,6 +60,7 @@ class Host:
     stopped: list[StopCall] = field(default_factory=list)
     response: Respond | None = None
     body: bytes = b""
+    store: dict[str, bytes] = field(default_factory=dict)  # the host's store, a dict
 
     def run(self, exchange: Exchange, request_body: bytes = b"") -> Host:
         pending: deque[tuple[int, Event]] = deque()
@@ -67,6 +79,16 @@ class Host:
             elif isinstance(action, Write):
                 assert self.response is not None and self.response.more
                 self.body += action.data
+            elif isinstance(action, Store):
+                if action.op == "get":
+                    exchange.stored([self.store.get(key) for key in action.keys])
+                    continue
+                for i, key in enumerate(action.keys):
+                    if action.op == "put":
+                        self.store[key] = action.values[i]
+                    else:
+                        self.store.pop(key, None)
+                exchange.stored()
             else:
                 assert action is WAIT and pending, "waiting on nothing"
                 call, (kind, *args) = pending.popleft()
@@ -88,7 +110,7 @@ class Host:
 def request(
     method: str, path: str, headers: dict[str, str] | None = None, proxy: Proxy | None = None
 ) -> Exchange:
-    proxy = proxy or Proxy(SETTINGS)
+    proxy = proxy or Proxy(SETTINGS, store_missing=None)
     return proxy.request(method, path, AUTH if headers is None else headers, new_token=new_token, now=0)
 
 
@@ -222,7 +244,8 @@ def test_json_mode_makes_one_more_call_when_the_answer_is_not_json() -> None:
 
 
 def test_models_are_cached_by_the_proxy_and_served_stale_when_poe_fails() -> None:
-    proxy = Proxy(Settings.from_mapping({"POE_BASE_URL": "http://poe.test", "MODELS_CACHE_TTL": "0"}))
+    settings = Settings.from_mapping({"POE_BASE_URL": "http://poe.test", "MODELS_CACHE_TTL": "0"})
+    proxy = Proxy(settings, store_missing=None)
     listed = b'{"object": "list", "data": [{"id": "Claude-Opus-4.5", "object": "model"}]}'
     ok = Host(lambda call: [("answered", 200, {}), ("data", listed), ("ended",)])
     assert [m["id"] for m in ok.run(request("GET", "/v1/models", proxy=proxy)).json()["data"]] == [

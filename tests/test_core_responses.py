@@ -94,7 +94,7 @@ def test_a_response_object_is_valid_and_maps_the_namespace_back() -> None:
     response = Response.model_validate(host.json())
     (call,) = response.output
     assert call.type == "function_call" and (call.namespace, call.name) == ("crm", "lookup")
-    assert response.metadata == {"k": "v"} and response.store is False
+    assert response.metadata == {"k": "v"} and response.store is True
 
 
 def test_a_length_cut_is_incomplete() -> None:
@@ -152,9 +152,9 @@ F = {"type": "function", "name": "f"}
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"input": "x", "previous_response_id": "resp_1"}, "previous_response_id"),
-        ({"input": "x", "conversation": "conv_1"}, "conversation"),
-        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),
+        ({"input": "x", "previous_response_id": 1}, "previous_response_id"),
+        ({"input": "x", "prompt": {"id": "pmpt_1"}}, "prompt"),
+        ({"input": "x", "text": {"verbosity": 2}}, "text.verbosity"),
         ({"input": [{"role": "user", "content": [IMAGE_BY_ID]}]}, "input[0].content[0].file_id"),
         ({"input": "x", "instructions": 5}, "instructions"),
         ({"input": "x", "tools": [{**F, "parameters": 3}]}, "tools[0].parameters"),

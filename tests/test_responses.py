@@ -131,18 +131,6 @@ async def test_the_agents_sdk_runs_a_function_tool(client: openai.AsyncOpenAI) -
     assert result.final_output == 'get_weather said: {"temp_c": 21}'
 
 
-async def test_state_is_refused_clearly(client: openai.AsyncOpenAI, http: httpx.AsyncClient) -> None:
-    with pytest.raises(openai.BadRequestError) as caught:
-        await client.responses.create(model="echo", input="more", previous_response_id="resp_123")
-    assert caught.value.param == "previous_response_id"
-    assert "whole conversation in 'input'" in caught.value.message
-    with pytest.raises(openai.NotFoundError) as missing:
-        await client.responses.retrieve("resp_123")
-    assert missing.value.code == "response_not_found"
-    deleted = await http.delete("/v1/responses/resp_123", headers=AUTH)
-    assert deleted.status_code == 404 and deleted.headers["access-control-allow-origin"] == "*"
-
-
 @pytest.mark.parametrize(
     ("body", "param"),
     [

@@ -5,10 +5,11 @@
 // start), so this runs the same modules in Pyodide under Node, with exactly the part of the
 // runtime the entry uses: a `workers` module whose WorkerEntrypoint holds `ctx` and `env`, a
 // Request wrapper with `js_object`, `ctx.waitUntil`, and the web platform (`fetch`,
-// `TransformStream`, `Response`) that Node provides as workerd does.
+// `TransformStream`, `Response`) that Node provides as workerd does. The RESPONSES binding is a
+// stand-in of Workers KV (get, put, delete) keeping one file per key in STATE_DIR/cloudflare-kv.
 // Usage: node tools/python-worker.mjs <repository root> <host> <port>
 import { execSync } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, relative } from "node:path";
 import { loadPyodide } from "../cloudflare/node_modules/pyodide/pyodide.mjs";
 import { serveWeb } from "./serve-web.mjs";
@@ -49,7 +50,33 @@ py.FS.writeFile("/worker/workers.py", RUNTIME);
 py.runPython("import sys; sys.path.insert(0, '/worker')");
 const entry = py.pyimport(basename(main, ".py"));
 const workers = py.pyimport("workers");
+/** Workers KV's binding, as much of it as the Worker uses, on files (expiry is core's to check). */
+function kvStandIn(directory) {
+  mkdirSync(directory, { recursive: true });
+  const file = (key) => join(directory, encodeURIComponent(key));
+  return {
+    async get(key, type) {
+      if (type !== "arrayBuffer") throw new TypeError("the stand-in reads arrayBuffer only");
+      try {
+        const data = readFileSync(file(key));
+        return data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
+      } catch (error) {
+        if (error.code === "ENOENT") return null;
+        throw error;
+      }
+    },
+    async put(key, value) {
+      const bytes = ArrayBuffer.isView(value) ? new Uint8Array(value.buffer, value.byteOffset, value.byteLength) : new Uint8Array(value);
+      writeFileSync(file(key), bytes);
+    },
+    async delete(key) {
+      rmSync(file(key), { force: true });
+    },
+  };
+}
+
 const env = Object.fromEntries(Object.entries(process.env).filter(([, value]) => value !== undefined));
+env.RESPONSES = kvStandIn(join(process.env.STATE_DIR || ".state", "cloudflare-kv"));
 
 serveWeb(
   async (request) => {

@@ -94,7 +94,7 @@ function toRequest(req, origin, signal) {
     });
   } catch {
     // The WHATWG classes refuse some methods (TRACE, CONNECT, TRACK).
-    return refusal(405, `Method ${req.method} is not allowed.`, "method_not_allowed", { allow: "GET, POST, OPTIONS" });
+    return refusal(405, `Method ${req.method} is not allowed.`, "method_not_allowed", { allow: "GET, POST, DELETE, OPTIONS" });
   }
 }
 
@@ -134,7 +134,7 @@ export function serveWeb(handler, host, port, onListening) {
   server.on("connect", (req, socket) => {
     // CONNECT (a tunnel): Node hands it over apart from requests; no function answers it.
     socket.on("error", () => {});
-    const allow = { allow: "GET, POST, OPTIONS" };
+    const allow = { allow: "GET, POST, DELETE, OPTIONS" };
     sendRaw(socket, refusal(405, "Method CONNECT is not allowed.", "method_not_allowed", allow));
   });
   server.on("clientError", (error, socket) => {

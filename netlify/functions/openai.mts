@@ -11,13 +11,18 @@
  * How it streams: for real. The Response body is a ReadableStream that receives each SSE chunk
  * as core produces it from Poe's events (Netlify streams v2 function responses, up to 20 MB).
  * A client that leaves cancels the stream, which aborts the calls to Poe.
+ *
+ * Where responses are kept: Netlify Blobs, in the site's store "responses" (no set-up: Netlify
+ * gives every function its site's Blobs). `make serve-netlify` runs a local Blobs server, as
+ * `netlify dev` does (`tools/serve-netlify.mjs`).
  */
 import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join, resolve } from "node:path";
+import { getStore } from "@netlify/blobs";
 import { loadPyodide } from "pyodide";
 import { pythonSources } from "../../adapters/node-sources.mts";
-import { type Snapshot, startPyodide, webHandler } from "../../adapters/web.mts";
+import { type Snapshot, type Store, startPyodide, webHandler } from "../../adapters/web.mts";
 
 export const config = { path: "/*" };
 
@@ -32,7 +37,23 @@ function snapshot(): Snapshot | undefined {
   return { ...JSON.parse(readFileSync(`${SNAPSHOT}.json`, "utf8")), memory: readFileSync(SNAPSHOT) };
 }
 
+/** The site's Blobs, strongly consistent: a turn must find the one before it. Blobs keep no
+ * expiry of their own; core checks the one its values carry. */
+const blobs = (): ReturnType<typeof getStore> => getStore({ name: "responses", consistency: "strong" });
+const store: Store = {
+  get: (keys) =>
+    Promise.all(
+      keys.map(async (key) => {
+        const found = await blobs().get(key, { type: "arrayBuffer" });
+        return found === null ? null : new Uint8Array(found);
+      }),
+    ),
+  put: async (keys, values) => void (await Promise.all(keys.map((key, i) => blobs().set(key, new Blob([values[i]]))))),
+  delete: async (keys) => void (await Promise.all(keys.map((key) => blobs().delete(key)))),
+};
+
 export default webHandler({
+  store,
   environment: Object.fromEntries(
     Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined),
   ),

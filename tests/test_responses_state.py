@@ -1,0 +1,259 @@
+"""The Responses API's state on every host (bot backend): ``previous_response_id``, item
+references, retrieve, input items and delete, through the official SDK and the Agents SDK.
+
+Each host keeps responses in its own platform's store (``make serve``: SQLite; Deno: Deno KV;
+Netlify: Netlify Blobs; Cloudflare: Workers KV) with no set-up; a second instance started with
+the same settings continues what the first began, and what one key made no other key can see.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import agents
+import openai
+import pytest
+
+from adapters.app import create_app
+from core.settings import Settings
+from tests.conftest import OpenProxy
+from tests.hosts import Target
+from tests.peers.bots import POE_KEY
+
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Current weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+@pytest.fixture
+def stateful(open_proxy: OpenProxy) -> Target:
+    return open_proxy("bot")
+
+
+def seen(response: Any) -> list[tuple[str, str]]:
+    """What the ``inspect`` bot was sent: each message's role and text."""
+    return [(m["role"], m["content"]) for m in json.loads(response.output_text)["query"]]
+
+
+async def test_previous_response_id_carries_the_conversation(stateful: Target) -> None:
+    async with stateful.sdk() as client:
+        first = await client.responses.create(model="echo", input="my name is Ada", instructions="be brief")
+        second = await client.responses.create(
+            model="inspect", input="what is my name?", previous_response_id=first.id
+        )
+    assert first.store is True and second.previous_response_id == first.id
+    # the earlier instructions are not carried over, as OpenAI documents
+    assert seen(second) == [
+        ("user", "my name is Ada"),
+        ("bot", "my name is Ada"),
+        ("user", "what is my name?"),
+    ]
+
+
+async def test_a_long_chain_is_followed_to_its_start(stateful: Target) -> None:
+    async with stateful.sdk() as client:
+        previous = None
+        for turn in range(12):
+            response = await client.responses.create(
+                model="echo", input=f"turn {turn}", previous_response_id=previous
+            )
+            previous = response.id
+        last = await client.responses.create(
+            model="inspect", input="which turns?", previous_response_id=previous
+        )
+    said = [text for role, text in seen(last) if role == "user"]
+    assert said == [f"turn {turn}" for turn in range(12)] + ["which turns?"]
+
+
+async def test_a_streamed_response_is_kept_as_it_was_sent(stateful: Target) -> None:
+    async with stateful.sdk() as client:
+        stream = await client.responses.create(model="echo", input="stream me", stream=True)
+        events = [event async for event in stream]
+        created, completed = events[0], events[-1]
+        assert created.type == "response.created" and completed.type == "response.completed"
+        # the id a client reads first already leads to the whole response
+        kept = await client.responses.retrieve(created.response.id)
+        items = await client.responses.input_items.list(created.response.id)
+    assert kept.model_dump() == completed.response.model_dump()
+    assert [(item.type, item.role, item.content[0].text) for item in items.data] == [  # type: ignore[union-attr]
+        ("message", "user", "stream me")
+    ]
+
+
+async def test_an_item_reference_is_the_item_it_names(stateful: Target) -> None:
+    """What the AI SDK sends on its second turn, with ``store`` on: the first answer by id."""
+    async with stateful.sdk() as client:
+        first = await client.responses.create(model="echo", input="remember 42")
+        message = first.output[0]
+        second = await client.responses.create(
+            model="inspect",
+            input=[
+                {"role": "user", "content": "remember 42"},
+                {"type": "item_reference", "id": message.id},
+                {"role": "user", "content": "what number?"},
+            ],
+        )
+    assert seen(second) == [("user", "remember 42"), ("bot", "remember 42"), ("user", "what number?")]
+
+
+async def test_the_documented_tool_loop_sends_only_the_output(stateful: Target) -> None:
+    """OpenAI's agent loop: the function call's output, and the response that asked for it."""
+    async with stateful.sdk() as client:
+        first = await client.responses.create(
+            model="weather", input="Weather in Paris?", tools=[WEATHER_TOOL]
+        )
+        call = first.output[-1]
+        assert call.type == "function_call"
+        second = await client.responses.create(
+            model="weather",
+            previous_response_id=first.id,
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": '{"temp_c": 21}'}],
+            tools=[WEATHER_TOOL],
+        )
+    assert second.output_text == 'get_weather said: {"temp_c": 21}'
+
+
+async def test_the_agents_sdk_chains_its_turns_by_id(stateful: Target) -> None:
+    calls = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """Current weather for a city."""
+        calls.append(city)
+        return '{"temp_c": 21}'
+
+    async with stateful.sdk() as client:
+        model = agents.OpenAIResponsesModel(model="weather", openai_client=client)
+        agent = agents.Agent(
+            name="forecaster", instructions="Use the tool.", tools=[get_weather], model=model
+        )
+        result = await agents.Runner.run(agent, "Weather in Paris?", auto_previous_response_id=True)
+    assert calls == ["Paris"]
+    assert result.final_output == 'get_weather said: {"temp_c": 21}'
+    assert result.last_response_id is not None
+
+
+async def test_a_second_instance_continues_what_the_first_began(open_proxy: OpenProxy) -> None:
+    one = open_proxy("bot")
+    two = open_proxy("bot", PROXY_INSTANCE="2")  # the same settings, another process
+    async with one.sdk() as first_client, two.sdk() as second_client:
+        first = await first_client.responses.create(model="echo", input="said to the first")
+        second = await second_client.responses.create(
+            model="inspect", input="and to the second", previous_response_id=first.id
+        )
+        kept = await second_client.responses.retrieve(first.id)
+    assert seen(second)[0] == ("user", "said to the first")
+    assert kept.output_text == "said to the first"
+
+
+async def test_a_response_belongs_to_the_key_that_made_it(stateful: Target) -> None:
+    async with stateful.sdk() as client, stateful.sdk(api_key=f"{POE_KEY}-other") as stranger:
+        mine = await client.responses.create(model="echo", input="private")
+        with pytest.raises(openai.BadRequestError) as continued:
+            await stranger.responses.create(model="echo", input="tell me", previous_response_id=mine.id)
+        with pytest.raises(openai.NotFoundError):
+            await stranger.responses.retrieve(mine.id)
+        with pytest.raises(openai.BadRequestError) as referenced:
+            await stranger.responses.create(
+                model="echo", input=[{"type": "item_reference", "id": mine.output[0].id}]
+            )
+    assert (continued.value.param, continued.value.code) == (
+        "previous_response_id",
+        "previous_response_not_found",
+    )
+    assert (referenced.value.param, referenced.value.code) == ("input[0]", "item_not_found")
+    assert "private" not in str(continued.value.body) + str(referenced.value.body)
+
+
+async def test_unknown_ids_and_stored_prompts_are_400s_that_say_what_to_do(stateful: Target) -> None:
+    async with stateful.sdk() as client:
+        with pytest.raises(openai.BadRequestError) as previous:
+            await client.responses.create(model="echo", input="x", previous_response_id="resp_nope")
+        with pytest.raises(openai.BadRequestError) as item:
+            await client.responses.create(
+                model="echo",
+                input=[{"role": "user", "content": "x"}, {"type": "item_reference", "id": "msg_nope"}],
+            )
+        with pytest.raises(openai.BadRequestError) as prompt:
+            await client.responses.create(model="echo", input="x", prompt={"id": "pmpt_1"})
+    assert (previous.value.param, previous.value.code) == (
+        "previous_response_id",
+        "previous_response_not_found",
+    )
+    assert (item.value.param, item.value.code) == ("input[1]", "item_not_found")
+    assert prompt.value.param == "prompt"
+    for caught in (previous, item):
+        assert "'input'" in caught.value.message  # what to do instead
+
+
+async def test_store_false_keeps_nothing(stateful: Target) -> None:
+    async with stateful.sdk() as client:
+        response = await client.responses.create(model="echo", input="forget me", store=False)
+        assert response.store is False
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(response.id)
+        with pytest.raises(openai.BadRequestError):
+            await client.responses.create(model="echo", input="x", previous_response_id=response.id)
+
+
+async def test_delete_removes_the_response_and_its_items(stateful: Target) -> None:
+    async with stateful.sdk() as client:
+        response = await client.responses.create(model="echo", input="short-lived")
+        await client.responses.delete(response.id)
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(response.id)
+        with pytest.raises(openai.BadRequestError) as referenced:
+            await client.responses.create(
+                model="echo", input=[{"type": "item_reference", "id": response.output[0].id}]
+            )
+    assert referenced.value.code == "item_not_found"
+
+
+async def test_a_large_turn_is_kept_in_parts(stateful: Target) -> None:
+    """A turn larger than one value of the smallest store (Deno KV: 64 KiB) comes back whole."""
+    big = os.urandom(150_000).hex()  # 300 kB that hardly compresses
+    async with stateful.sdk() as client:
+        first = await client.responses.create(model="echo", input=big)
+        second = await client.responses.create(model="inspect", input="size?", previous_response_id=first.id)
+    assert seen(second)[:2] == [("user", big), ("bot", big)]
+
+
+async def test_without_a_store_the_400_says_what_to_configure(make_settings: Callable[..., Settings]) -> None:
+    target = Target(app=create_app(make_settings(), store=(None, "Bind a store as STORE.")))
+    async with target.sdk() as client:
+        response = await client.responses.create(model="echo", input="hi")
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.responses.create(model="echo", input="x", previous_response_id=response.id)
+    assert response.store is False  # what was asked could not be done: the answer says so
+    assert (caught.value.param, caught.value.code) == ("previous_response_id", "store_unavailable")
+    assert "Bind a store as STORE." in caught.value.message
+
+
+async def test_conversations_are_refused_naming_the_field(stateful: Target) -> None:
+    async with stateful.sdk() as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.responses.create(model="echo", input="x", conversation="conv_1")
+    assert caught.value.param == "conversation" and "previous_response_id" in caught.value.message
+
+
+async def test_what_a_response_says_of_itself_is_consistent(stateful: Target) -> None:
+    """A message cut by the length limit is incomplete like its response; verbosity is echoed;
+    a failed stream's response keeps the text that had streamed."""
+    steps = json.dumps([["text", "partial "], ["error", "the bot broke", False]])
+    async with stateful.sdk() as client:
+        cut = await client.responses.create(
+            model="echo", input="one two three four five six", max_output_tokens=2, text={"verbosity": "low"}
+        )
+        stream = await client.responses.create(model="script", input=steps, stream=True)
+        events = [event async for event in stream]
+    assert cut.status == "incomplete" and cut.output[0].status == "incomplete"
+    assert cut.text is not None and cut.text.verbosity == "low"
+    failed = events[-1]
+    assert failed.type == "response.failed"
+    assert failed.response.output[0].content[0].text == "partial "  # type: ignore[union-attr]

@@ -104,8 +104,8 @@ class ProxyApp:
     def __init__(
         self,
         settings: Settings,
-        transport: httpx.AsyncBaseTransport | None = None,
-        store: tuple[KeyValueStore | None, str | None] = (None, "This server was started without a store."),
+        transport: httpx.AsyncBaseTransport | None,
+        store: tuple[KeyValueStore | None, str | None],
     ) -> None:
         self.store, missing = store
         self.proxy = Proxy(settings, store_missing=missing)

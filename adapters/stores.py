@@ -23,15 +23,19 @@ class SqliteStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._ready = False  # the folder, the table and WAL mode: made once, by the first operation
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._ready:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(
-            "CREATE TABLE IF NOT EXISTS entries"
-            " (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL NOT NULL)"
-        )
+        if not self._ready:  # two first operations at once both do this: it is idempotent
+            connection.execute("PRAGMA journal_mode=WAL")  # kept in the file, for every connection
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS entries"
+                " (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL NOT NULL)"
+            )
+            self._ready = True
         return connection
 
     def _run(

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from adapters.app import ProxyApp
+from adapters.app import create_app
 from adapters.driver import new_token
 from bench.rawhttp import Connection
 from core.exchange import DONE, READ_BODY, WAIT, Proxy, Respond, StartCall
@@ -119,7 +119,7 @@ def exchange_app(settings: Settings) -> Any:
 
 def ablation(name: str, settings: Settings) -> Any:
     if name == "driver_raw":
-        app = ProxyApp(settings)
+        app = create_app(settings)
         app.upstream = RawUpstream(settings.poe_base_url)  # type: ignore[assignment]
         return app
     if name == "exchange_raw":

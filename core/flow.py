@@ -257,7 +257,7 @@ class Context:
         self,
         settings: Settings,
         models_cache: ModelListCache,
-        store: str | None,
+        store_missing: str | None,
         method: str,
         path: str,
         headers: Mapping[str, str],
@@ -267,7 +267,7 @@ class Context:
         self.settings = settings
         self.models_cache = models_cache
         # None when the host has a store for responses; otherwise what it takes to give it one.
-        self.store_missing = store
+        self.store_missing = store_missing
         self.method = method
         self.path = path
         self.headers = headers

@@ -179,13 +179,12 @@ def _messages(
                 raise type_error(f"{param}.output", "a string or an array of content parts", output)
             call_id = required_str(item, "call_id", param=f"{param}.call_id")
             messages.append({"role": "tool", "tool_call_id": call_id, "content": output})
-        elif (
-            kind == "reasoning"
-            or kind == "item_reference"
-            or (isinstance(kind, str) and kind.endswith(("_call", "_call_output")))
+        elif kind in ("reasoning", "item_reference") or (
+            isinstance(kind, str) and kind.endswith(("_call", "_call_output"))
         ):
-            continue  # reasoning, the calls of tools this proxy does not run, item references left
-            # for Poe to resolve (the openai backend): nothing to send on
+            # reasoning, the calls of tools this proxy does not run, item references left for
+            # Poe to resolve (the openai backend): nothing to send on
+            continue
         else:
             raise InvalidRequestError(
                 f"Invalid value for '{param}.type': {kind!r} is not one of 'message', 'function_call', "
@@ -216,10 +215,8 @@ def _part(part: Any, param: str) -> Any:
             if part.get("file_id") is not None:
                 raise _unsupported_file_id(f"{param}.file_id")
             if part.get("file_url") is not None:
-                raise InvalidRequestError(
-                    "Files by URL are not supported; send 'file_data' (base64) instead.",
-                    param=f"{param}.file_url",
-                    code="unsupported_parameter",
+                raise unsupported(
+                    f"{param}.file_url", "Files by URL are not supported; send 'file_data' (base64) instead."
                 )
         return {
             "type": "file",
@@ -229,11 +226,7 @@ def _part(part: Any, param: str) -> Any:
 
 
 def _unsupported_file_id(param: str) -> InvalidRequestError:
-    return InvalidRequestError(
-        f"File ids are not supported: {NO_FILES}.",
-        param=param,
-        code="unsupported_parameter",
-    )
+    return unsupported(param, f"File ids are not supported: {NO_FILES}.")
 
 
 def qualified(namespace: str | None, name: str) -> str:

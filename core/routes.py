@@ -48,7 +48,7 @@ from .responses import (
     response_text,
     unsupported,
 )
-from .state import encode, load, put, store_key
+from .state import encode_id, load_ids, put
 from .structured import json_answer_problem, json_correction, with_json_correction
 from .uploads import attachment_from_upload, pending_uploads, upload_request
 from .usage import estimate_prompt_tokens
@@ -313,13 +313,13 @@ def earlier_items(context: Context, payload: dict[str, Any]) -> Generator[Step, 
     if not references:
         return Earlier(payload, history, chain)
     ids = [required_str(item, "id", param=f"input[{i}].id") for i, item in references]
-    found = yield from load(context, [store_key(context.credential, "item", i) for i in ids])
+    found = yield from load_ids(context, "item", ids)
     resolved = list(items)  # type: ignore[arg-type]  # a list: it holds the references
     for (i, _), item_id, kept in zip(references, ids, found, strict=True):
         if kept is None:
             raise InvalidRequestError(
-                f"Item '{item_id}' was not found: only items of responses stored with this API key "
-                "in the last days of RESPONSES_TTL can be referenced. Send the item itself in "
+                f"Item '{item_id}' was not found: only items of responses stored with this API key, "
+                "and not yet expired (RESPONSES_TTL), can be referenced. Send the item itself in "
                 "'input' instead.",
                 param=f"input[{i}]",
                 code="item_not_found",
@@ -332,7 +332,7 @@ def response_chain(
     context: Context, previous: str
 ) -> Generator[Step, Any, tuple[list[dict[str, Any]], list[str]]]:
     """The items of ``previous`` and of every response before it, oldest first, and their ids."""
-    [kept] = yield from load(context, [store_key(context.credential, "resp", previous)])
+    [kept] = yield from load_ids(context, "resp", [previous])
     if kept is None:
         raise InvalidRequestError(
             f"Previous response with id '{previous}' not found: responses are kept for "
@@ -342,7 +342,7 @@ def response_chain(
             code="previous_response_not_found",
         )
     chain = [*kept.value["chain"], previous]
-    records = yield from load(context, [store_key(context.credential, "resp", i) for i in chain[:-1]])
+    records = yield from load_ids(context, "resp", chain[:-1])
     history: list[dict[str, Any]] = []
     for response_id, record in zip(chain, [*records, kept], strict=True):
         if record is None:
@@ -365,9 +365,9 @@ def keep_response(context: Context, response: dict[str, Any], earlier: Earlier) 
         "input": stored_input(earlier.body["input"], context),
         "chain": earlier.chain,
     }
-    entries = encode(store_key(context.credential, "resp", response["id"]), record, expires)
+    entries = encode_id(context, "resp", response["id"], record, expires)
     for item in response["output"]:
-        entries += encode(store_key(context.credential, "item", item["id"]), item, expires)
+        entries += encode_id(context, "item", item["id"], item, expires)
     try:
         yield StoreStep(context, put(context, entries))
     except StoreUnavailableError:
@@ -409,8 +409,7 @@ def stored_response(context: Context, *, response_id: str, action: str) -> Flow:
             f"{context.store_missing}",
             code="store_unavailable",
         )
-    key = store_key(context.credential, "resp", response_id)
-    [kept] = yield from load(context, [key])
+    [kept] = yield from load_ids(context, "resp", [response_id])
     if kept is None:
         raise NotFoundError(f"Response with id '{response_id}' not found.", code="response_not_found")
     response = kept.value["response"]
@@ -425,8 +424,7 @@ def stored_response(context: Context, *, response_id: str, action: str) -> Flow:
         page = {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": False}
         return context.json(200, page)
     if action == "delete":
-        item_keys = [store_key(context.credential, "item", item["id"]) for item in response["output"]]
-        items = yield from load(context, item_keys)
+        items = yield from load_ids(context, "item", [item["id"] for item in response["output"]])
         keys = kept.keys + [k for item in items if item is not None for k in item.keys]
         yield StoreStep(context, Store("delete", tuple(keys)))
         return context.json(200, {"id": response_id, "object": "response", "deleted": True})

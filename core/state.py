@@ -88,6 +88,18 @@ def load(context: Context, keys: Sequence[str]) -> Generator[Step, Any, list[Kep
     return values
 
 
+def load_ids(context: Context, kind: str, ids: Sequence[str]) -> Generator[Step, Any, list[Kept | None]]:
+    """What is kept of ``kind`` (``resp``, ``item``) under each of ``ids`` for this caller."""
+    return (yield from load(context, [store_key(context.credential, kind, i) for i in ids]))
+
+
+def encode_id(
+    context: Context, kind: str, object_id: str, value: Any, expires: int
+) -> list[tuple[str, bytes]]:
+    """The entries that keep ``value`` as ``kind`` ``object_id`` for this caller."""
+    return encode(store_key(context.credential, kind, object_id), value, expires)
+
+
 def _kept(packed: bytes, keys: list[str]) -> Kept | None:
     try:
         return Kept(json.loads(zlib.decompress(packed)), keys)

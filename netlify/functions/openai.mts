@@ -41,15 +41,23 @@ function snapshot(): Snapshot | undefined {
  * expiry of their own; core checks the one its values carry. */
 const blobs = (): ReturnType<typeof getStore> => getStore({ name: "responses", consistency: "strong" });
 const store: Store = {
-  get: (keys) =>
-    Promise.all(
+  get: (keys) => {
+    const site = blobs();
+    return Promise.all(
       keys.map(async (key) => {
-        const found = await blobs().get(key, { type: "arrayBuffer" });
+        const found = await site.get(key, { type: "arrayBuffer" });
         return found === null ? null : new Uint8Array(found);
       }),
-    ),
-  put: async (keys, values) => void (await Promise.all(keys.map((key, i) => blobs().set(key, new Blob([values[i]]))))),
-  delete: async (keys) => void (await Promise.all(keys.map((key) => blobs().delete(key)))),
+    );
+  },
+  put: async (keys, values) => {
+    const site = blobs();
+    await Promise.all(keys.map((key, i) => site.set(key, new Blob([values[i]]))));
+  },
+  delete: async (keys) => {
+    const site = blobs();
+    await Promise.all(keys.map((key) => site.delete(key)));
+  },
 };
 
 export default webHandler({

@@ -122,15 +122,15 @@ function failureReason(error: unknown, answered: boolean): Reason {
 
 /**
  * A call's timeout: each `arm(ms)` gives it `ms` more (the head, then each read), and when a
- * deadline passes unmet the call is aborted with a TimeoutError, which is what the pending
- * `fetch` or read rejects with. One timer per call, moved along rather than made per read: a
- * deadline that has moved is checked when the timer fires, and the timer set again for the rest.
+ * deadline passes unmet, `expire` runs (the call ends its pending `fetch` or read). One timer per
+ * call, moved along rather than made per read: a deadline that has moved is checked when the
+ * timer fires, and the timer set again for the rest.
  */
 class Deadline {
   private at = 0;
   private timer?: ReturnType<typeof setTimeout>;
 
-  constructor(private readonly abort: AbortController) {}
+  constructor(private readonly expire: () => void) {}
 
   arm(ms: number): void {
     this.at = performance.now() + ms;
@@ -148,7 +148,7 @@ class Deadline {
       this.timer = setTimeout(this.check, left);
     } else {
       this.timer = undefined;
-      this.abort.abort(new DOMException("Poe did not answer in time", "TimeoutError"));
+      this.expire();
     }
   };
 }
@@ -189,7 +189,8 @@ const BUFFER_BYTES = 64 * 1024;
 /** One call to Poe; each `next()` is the next thing to report about it. */
 class Call {
   readonly abort = new AbortController();
-  private readonly deadline = new Deadline(this.abort);
+  private readonly deadline = new Deadline(() => this.expire());
+  private expired = false; // its deadline passed: whatever the pending step settles with, a timeout
   private reader?: BodyReader;
   private pending?: Promise<Action>;
 
@@ -212,17 +213,39 @@ class Call {
       if (!this.reader) {
         this.deadline.arm(this.timeouts.head);
         const response = await this.request(this.abort.signal);
+        if (this.expired) {
+          response.body?.cancel().catch(() => {}); // it came just as the deadline passed
+          return ["failed", "timeout"];
+        }
         this.reader = new BodyReader(response.body!);
         return ["answered", response.status, Object.fromEntries(response.headers)];
       }
       this.deadline.arm(this.timeouts.read);
       const { done, value } = await this.reader.read();
+      if (this.expired) return ["failed", "timeout"];
       if (done) this.deadline.disarm();
       return done ? ["ended"] : ["data", value];
     } catch (error) {
       this.deadline.disarm();
-      return ["failed", failureReason(error, this.reader !== undefined)];
+      return ["failed", this.expired ? "timeout" : failureReason(error, this.reader !== undefined)];
     }
+  }
+
+  /** Out of time: the pending step ends, as a timeout. */
+  private expire(): void {
+    this.expired = true;
+    this.close(new DOMException("Poe did not answer in time", "TimeoutError"));
+  }
+
+  /**
+   * Abort the fetch, and cancel its body too. Closing the connection cancels the call at Poe,
+   * and Deno's fetch does neither on the abort alone once the response has begun: it keeps the
+   * connection, and a pending body read can go on waiting (seen under load: until the client
+   * gave up, 30 s later). A cancelled reader settles the read at once.
+   */
+  private close(reason?: unknown): void {
+    this.abort.abort(reason);
+    this.reader?.cancel().catch(() => {});
   }
 
   stop(reuse: boolean): void {
@@ -233,10 +256,7 @@ class Call {
       const drain = (): Promise<void> => reader.read().then(({ done }) => (done ? undefined : drain()));
       drain().catch(() => {});
     } else {
-      // Closing the connection cancels the call at Poe (cancelling the body too: Deno's fetch
-      // does not drop a connection whose response has begun on the abort alone).
-      this.abort.abort();
-      this.reader?.cancel().catch(() => {});
+      this.close();
     }
   }
 }

@@ -5,12 +5,14 @@ The owner-mode secrets come from SSM Parameter Store, served by moto on 127.0.0.
 them at package time as it would against AWS. Then the bundle's own files (its manylinux wheels,
 under Python 3.12 like the ``python3.12`` runtime) answer real-shaped events through the Mangum
 handler, imported by the dotted name the template gives, with the template's environment; and
-the Lambda Web Adapter script starts uvicorn from the bundle and streams token by token.
+the Lambda Web Adapter script starts uvicorn from the bundle and streams token by token. Stored
+responses go to the template's DynamoDB table, created in moto from the template itself.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import os
 import re
@@ -27,14 +29,15 @@ from typing import Any
 
 import boto3
 import httpx
+import openai
 import pytest
-from moto.server import ThreadedMotoServer
 from packaging.requirements import Requirement
 
 from tests.peers.bots import POE_KEY, assert_streams_token_by_token
 from tests.peers.lambda_events import SHAPES
 from tests.peers.runtimes import npm_tool, python312
 from tests.peers.serve import free_port, serving_process
+from tests.peers.stores import AWS_ENVIRONMENT, TABLE, aws_server, create_table
 
 ROOT = Path(__file__).resolve().parent.parent
 OSLS = npm_tool("osls")
@@ -58,17 +61,11 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
     """A local AWS (moto) holding the owner-mode settings in SSM, as ``serverless.yml`` expects."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    ssm = boto3.client("ssm", endpoint_url=url, region_name="us-east-1", **aws_keys())
-    ssm.put_parameter(Name=f"{SSM_PREFIX}/poe-api-key", Value=POE_KEY, Type="SecureString")
-    ssm.put_parameter(Name=f"{SSM_PREFIX}/proxy-access-token", Value=ACCESS_TOKEN, Type="SecureString")
-    try:
+    with aws_server() as url:
+        ssm = boto3.client("ssm", endpoint_url=url, region_name="us-east-1", **aws_keys())
+        ssm.put_parameter(Name=f"{SSM_PREFIX}/poe-api-key", Value=POE_KEY, Type="SecureString")
+        ssm.put_parameter(Name=f"{SSM_PREFIX}/proxy-access-token", Value=ACCESS_TOKEN, Type="SecureString")
         yield url
-    finally:
-        server.stop()
 
 
 def aws_keys() -> dict[str, str]:
@@ -197,6 +194,42 @@ def test_settings_and_ssm_secrets_reach_both_functions(template: dict[str, Any],
         assert len(json.dumps(variables)) < 4096  # Lambda's limit on all variables together
 
 
+def test_the_template_keeps_responses_in_a_table_of_its_own(template: dict[str, Any], moto_url: str) -> None:
+    (table,) = resources(template, "AWS::DynamoDB::Table").values()
+    assert table["TableName"] == "poe-openai-proxy-test-responses"  # service and stage: one per stage
+    assert table["BillingMode"] == "PAY_PER_REQUEST"  # no capacity to plan
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires", "Enabled": True}
+    assert {k: table[k] for k in TABLE} == TABLE  # what the stand-in table of the other tests is
+    for handler in ("adapters/lambda_web_adapter.sh", "adapters.aws_lambda.handler"):
+        assert (
+            function(template, handler)["Environment"]["Variables"]["RESPONSES_TABLE"] == table["TableName"]
+        )
+    # The functions' role may read and write that table, and nothing else of DynamoDB.
+    (table_name,) = [n for n, r in template["Resources"].items() if r["Type"] == "AWS::DynamoDB::Table"]
+    statements = [
+        statement
+        for role in resources(template, "AWS::IAM::Role").values()
+        for policy in role.get("Policies", [])
+        for statement in policy["PolicyDocument"]["Statement"]
+        if any(action.startswith("dynamodb:") for action in statement["Action"])
+    ]
+    assert statements == [
+        {
+            "Effect": "Allow",
+            "Action": ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"],
+            "Resource": {"Fn::GetAtt": [table_name, "Arn"]},
+        }
+    ]
+    create_table(moto_url, "from-the-template", table)  # DynamoDB takes it as written
+    described = boto3.client("dynamodb", endpoint_url=moto_url, **aws_keys(), region_name="us-east-1")
+    assert (
+        described.describe_time_to_live(TableName="from-the-template")["TimeToLiveDescription"][
+            "AttributeName"
+        ]
+        == "expires"
+    )
+
+
 # -- the bundle ----------------------------------------------------------------------------
 
 
@@ -204,8 +237,9 @@ def test_bundle_holds_the_app_and_its_pinned_dependencies_only(packaged: Path, b
     zipped = (packaged / "poe-openai-proxy.zip").stat().st_size
     assert zipped < 50 * 2**20  # Lambda's limit for a direct upload
     top = {path.name for path in bundle.iterdir()}
-    assert {"core", "adapters", "httpx", "httptools", "mangum", "uvicorn", "anyio"} <= top
-    assert not top & {"tests", "node_modules", "tools", "bench", "docs", ".venv", "starlette"}
+    assert {"core", "adapters", "httpx", "httptools", "mangum", "uvicorn", "anyio", "redis"} <= top
+    # boto3 is the runtime's: not bundled again.
+    assert not top & {"tests", "node_modules", "tools", "bench", "docs", ".venv", "starlette", "boto3"}
     assert not (bundle / "adapters" / "aws_requirements.txt").exists()
     script = bundle / "adapters" / "lambda_web_adapter.sh"
     assert script.stat().st_mode & stat.S_IXUSR  # Lambda runs it directly as the handler
@@ -261,18 +295,40 @@ def test_lambda_accepts_the_templates_functions_with_the_packaged_zip(
 AUTH = {"Authorization": f"Bearer {ACCESS_TOKEN}", "Content-Type": "application/json"}
 
 
-def lambda_environment(template: dict[str, Any], handler: str, task_root: Path) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory, template: dict[str, Any], moto_url: str) -> Path:
+    """What Lambda's python3.12 runtime has besides the bundle: boto3 and what it needs (linked
+    from this virtualenv: all pure Python). And the AWS it reaches: moto, where the template's
+    table has been created."""
+    site = tmp_path_factory.mktemp("runtime-site")
+    for name in ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3"):
+        path = Path(str(importlib.import_module(name).__file__))
+        source = path.parent if path.name == "__init__.py" else path
+        (site / source.name).symlink_to(source)
+    (table,) = resources(template, "AWS::DynamoDB::Table").values()
+    create_table(moto_url, table["TableName"], table)
+    return site
+
+
+def lambda_environment(
+    template: dict[str, Any], handler: str, task_root: Path, runtime: Path, aws: str
+) -> dict[str, str]:
     """The template's variables, plus what the runtime sets; nothing from this test process."""
     return {
         **function(template, handler)["Environment"]["Variables"],
+        **AWS_ENVIRONMENT,
+        "AWS_ENDPOINT_URL": aws,  # moto, where AWS would be
+        "AWS_LAMBDA_FUNCTION_NAME": handler,
         "PATH": f"{Path(str(LAMBDA_PYTHON)).parent}:/usr/bin:/bin",
-        "PYTHONPATH": str(task_root),
+        "PYTHONPATH": f"{task_root}:{runtime}",
         "LAMBDA_TASK_ROOT": str(task_root),
         "LOG_LEVEL": "WARNING",
     }
 
 
-def invoke(template: dict[str, Any], task_root: Path, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def invoke(
+    template: dict[str, Any], task_root: Path, runtime: Path, aws: str, events: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """One warm instance: a fresh ``python3.12`` imports the handler the template names, then
     receives the events one after another."""
     handler = "adapters.aws_lambda.handler"
@@ -282,7 +338,7 @@ def invoke(template: dict[str, Any], task_root: Path, events: list[dict[str, Any
         capture_output=True,
         text=True,
         cwd=task_root,
-        env=lambda_environment(template, handler, task_root),
+        env=lambda_environment(template, handler, task_root, runtime, aws),
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
@@ -306,7 +362,7 @@ def headers_of(response: dict[str, Any]) -> dict[str, str]:
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_every_event_shape_gets_the_proxys_answers(
-    template: dict[str, Any], bundle: Path, shape: str
+    template: dict[str, Any], bundle: Path, runtime: Path, moto_url: str, shape: str
 ) -> None:
     make = SHAPES[shape]
     events = [
@@ -317,7 +373,7 @@ def test_every_event_shape_gets_the_proxys_answers(
         make("GET", "/", {}, None),
         make("POST", "/chat/completions", AUTH, "{not json"),
     ]
-    chat, stream, preflight, no_key, root, bad = invoke(template, bundle, events)
+    chat, stream, preflight, no_key, root, bad = invoke(template, bundle, runtime, moto_url, events)
 
     assert chat["statusCode"] == 200
     assert json.loads(body_of(chat))["choices"][0]["message"]["content"] == "hello lambda"
@@ -343,7 +399,7 @@ def test_every_event_shape_gets_the_proxys_answers(
 
 
 @pytest.fixture
-def web_adapter_app(template: dict[str, Any], bundle: Path) -> Iterator[str]:
+def web_adapter_app(template: dict[str, Any], bundle: Path, runtime: Path, moto_url: str) -> Iterator[str]:
     """The streaming function's handler script, started as Lambda Web Adapter starts it: from the
     task root, with the template's environment and ``python3`` being the runtime's Python."""
     port = free_port()
@@ -353,7 +409,7 @@ def web_adapter_app(template: dict[str, Any], bundle: Path) -> Iterator[str]:
     if not python3.exists():
         python3.symlink_to(str(LAMBDA_PYTHON))
     handler = "adapters/lambda_web_adapter.sh"
-    env = lambda_environment(template, handler, bundle)
+    env = lambda_environment(template, handler, bundle, runtime, moto_url)
     env.update(PORT=str(port), PATH=f"{bin_dir}:{env['PATH']}")
     process = subprocess.Popen([str(bundle / handler)], env=env, cwd="/")
     # The Lambda Web Adapter's readiness check takes any answer below 500 (``/`` is a 404 here).
@@ -364,3 +420,33 @@ def web_adapter_app(template: dict[str, Any], bundle: Path) -> Iterator[str]:
 def test_the_web_adapter_script_streams_token_by_token(web_adapter_app: str) -> None:
     assert_streams_token_by_token(web_adapter_app, AUTH, timeout=10)
     assert httpx.get(web_adapter_app, timeout=5).status_code == 404  # readiness: below 500
+
+
+def test_a_conversation_begun_on_one_function_goes_on_in_the_other(
+    web_adapter_app: str, template: dict[str, Any], bundle: Path, runtime: Path, moto_url: str
+) -> None:
+    """The streaming function stores a streamed response in the template's table; an instance of
+    the buffered function, another process, retrieves it and continues from it."""
+    client = openai.OpenAI(base_url=f"{web_adapter_app}/v1", api_key=ACCESS_TOKEN, max_retries=0)
+    with client.responses.stream(model="echo", input="kept in DynamoDB") as stream:
+        first = stream.get_final_response()
+    assert first.store is True
+    body = json.dumps({"model": "inspect", "input": "and then?", "previous_response_id": first.id})
+    make = SHAPES["function_url"]
+    kept, following = invoke(
+        template,
+        bundle,
+        runtime,
+        moto_url,
+        [make("GET", f"/v1/responses/{first.id}", AUTH, None), make("POST", "/v1/responses", AUTH, body)],
+    )
+    assert kept["statusCode"] == 200
+    assert json.loads(body_of(kept))["output"][0]["content"][0]["text"] == "kept in DynamoDB"
+    assert following["statusCode"] == 200, body_of(following)
+    answer = json.loads(body_of(following))
+    seen = json.loads(answer["output"][0]["content"][0]["text"])["query"]
+    assert [(m["role"], m["content"]) for m in seen[:2]] == [
+        ("user", "kept in DynamoDB"),
+        ("bot", "kept in DynamoDB"),
+    ]
+    assert answer["previous_response_id"] == first.id

@@ -4,13 +4,16 @@ references, retrieve, input items and delete, through the official SDK and the A
 Each host keeps responses in its own platform's store (``make serve``: SQLite; Deno: Deno KV;
 Netlify: Netlify Blobs; Cloudflare: Workers KV) with no set-up; a second instance started with
 the same settings continues what the first began, and what one key made no other key can see.
+The suite also runs on the ASGI app with each database a platform connects to it (Redis on
+Vercel, DynamoDB on AWS Lambda); ``test_vercel.py`` and ``test_aws_lambda.py`` run those
+platforms' own builds on them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import agents
@@ -18,10 +21,13 @@ import openai
 import pytest
 
 from adapters.app import create_app
+from adapters.driver import KeyValueStore
+from adapters.stores import DynamoStore, RedisStore, store_from_environ
 from core.settings import Settings
 from tests.conftest import OpenProxy
-from tests.hosts import Target
+from tests.hosts import HOSTS, Target, missing_tool
 from tests.peers.bots import POE_KEY
+from tests.peers.stores import aws_server, create_table, dynamodb, redis_server
 
 WEATHER_TOOL = {
     "type": "function",
@@ -29,6 +35,44 @@ WEATHER_TOOL = {
     "description": "Current weather for a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
+
+
+# The ASGI app with the store Vercel's deploys use, and the one Lambda's use.
+DATABASES = ("asgi+redis", "asgi+dynamodb")
+
+
+@pytest.fixture(params=[*HOSTS, *DATABASES])
+def host(request: pytest.FixtureRequest) -> str:
+    reason = missing_tool(request.param) if request.param in HOSTS else None
+    if reason is not None:
+        pytest.skip(reason)
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def databases() -> Iterator[dict[str, Callable[[], KeyValueStore]]]:
+    """How to connect to each database: every call, as a new instance would."""
+    with redis_server() as redis_url, aws_server() as aws:
+        create_table(aws, "responses")
+        yield {
+            "asgi+redis": lambda: RedisStore(redis_url),
+            "asgi+dynamodb": lambda: DynamoStore("responses", dynamodb(aws)),
+        }
+
+
+@pytest.fixture
+def open_proxy(
+    open_proxy: OpenProxy, host: str, poe_server: str, request: pytest.FixtureRequest
+) -> OpenProxy:
+    if host not in DATABASES:
+        return open_proxy
+    connect = request.getfixturevalue("databases")[host]
+
+    def open_(backend: str = "bot", **env: str) -> Target:
+        settings = Settings.from_mapping({"POE_BACKEND": backend, "POE_BASE_URL": poe_server, **env})
+        return Target(app=create_app(settings, store=(connect(), None)))
+
+    return open_
 
 
 @pytest.fixture
@@ -233,6 +277,23 @@ async def test_without_a_store_the_400_says_what_to_configure(make_settings: Cal
     assert response.store is False  # what was asked could not be done: the answer says so
     assert (caught.value.param, caught.value.code) == ("previous_response_id", "store_unavailable")
     assert "Bind a store as STORE." in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("platform", "store", "to_set"),
+    [
+        ({"VERCEL": "1"}, None, "REDIS_URL"),
+        ({"VERCEL": "1", "REDIS_URL": "rediss://default:secret@example.upstash.io:6379"}, RedisStore, None),
+        ({"AWS_LAMBDA_FUNCTION_NAME": "stream"}, None, "RESPONSES_TABLE"),
+        ({"AWS_LAMBDA_FUNCTION_NAME": "stream", "RESPONSES_TABLE": "proxy-responses"}, DynamoStore, None),
+    ],
+)
+def test_each_platform_finds_its_database_or_says_what_to_set(
+    platform: dict[str, str], store: type | None, to_set: str | None
+) -> None:
+    found, missing = store_from_environ(platform)
+    assert found is None if store is None else isinstance(found, store)
+    assert missing is None if to_set is None else to_set in missing
 
 
 async def test_conversations_are_refused_naming_the_field(stateful: Target) -> None:

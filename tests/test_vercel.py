@@ -4,11 +4,13 @@ Python runtime does (its vendored uvicorn over ``adapters/vercel.py``'s ``app``)
 
 Offline: the CLI's Python builder resolves and installs with uv from the build cache that
 ``make test`` warms once (``tools/vercel-cache``, as Vercel keeps one between deploys), with
-Python 3.12 as the runtime requires.
+Python 3.12 as the runtime requires. Stored responses go to Redis (``REDIS_URL``, as Vercel's
+Redis integrations set it), here a Redis server on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -22,9 +24,14 @@ import httpx
 import openai
 import pytest
 
+from adapters.app import create_app
+from adapters.stores import store_from_environ
+from core.settings import Settings
+from tests.hosts import Target
 from tests.peers.bots import POE_KEY, assert_streams_token_by_token
 from tests.peers.runtimes import ROOT, npm_tool, python312
 from tests.peers.serve import free_port, serving_process
+from tests.peers.stores import redis_server
 
 VERCEL = npm_tool("vercel")
 VERCEL_CACHE = ROOT / "tools" / "vercel-cache"
@@ -113,12 +120,22 @@ def test_every_path_is_routed_to_the_function(project: Path, function_config: di
 
 
 @pytest.fixture(scope="module")
-def vercel_dev(project: Path, poe_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``vercel dev --local`` on the built project, in the virtualenv the build made."""
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def vercel_dev(
+    project: Path, poe_server: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """``vercel dev --local`` on the built project, in the virtualenv the build made, with a
+    Redis database connected."""
     (project / ".vercel" / "project.json").unlink()  # --local: no project to fetch
     venv = project / ".vercel" / "python" / ".venv"
     env = cli_environment(tmp_path_factory.mktemp("home"))
     env.update(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}:{env['PATH']}", POE_BASE_URL=poe_server)
+    env["REDIS_URL"] = redis_url
     env["UV_CACHE_DIR"] = str(project / ".vercel" / "python" / "cache" / "uv")  # dev adds vercel-runtime
     port = free_port()
     command = [str(VERCEL), "dev", "--local", "--yes", "--listen", f"127.0.0.1:{port}"]
@@ -159,3 +176,27 @@ def test_vercel_dev_answers_the_sdk_and_the_edges(vercel_dev: str) -> None:
     no_key = httpx.get(f"{vercel_dev}/v1/models", timeout=10)
     assert no_key.status_code == 401
     assert no_key.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_vercel_dev_keeps_responses_where_every_instance_finds_them(
+    vercel_dev: str, redis_url: str, poe_server: str
+) -> None:
+    client = openai.OpenAI(base_url=f"{vercel_dev}/v1", api_key=POE_KEY, max_retries=0)
+    with client.responses.stream(model="echo", input="kept in Redis") as stream:
+        first = stream.get_final_response()
+    assert first.store is True
+
+    async def another_instance() -> list[tuple[str, str]]:
+        """The app as a new Vercel instance starts it: Vercel's environment, REDIS_URL in it."""
+        environment = {"VERCEL": "1", "REDIS_URL": redis_url, "POE_BASE_URL": poe_server}
+        target = Target(
+            app=create_app(Settings.from_mapping(environment), store=store_from_environ(environment))
+        )
+        async with target.sdk() as sdk:
+            following = await sdk.responses.create(
+                model="inspect", input="and then?", previous_response_id=first.id
+            )
+        return [(m["role"], m["content"]) for m in json.loads(following.output_text)["query"]]
+
+    assert asyncio.run(another_instance())[:2] == [("user", "kept in Redis"), ("bot", "kept in Redis")]
+    assert client.responses.retrieve(first.id).output_text == "kept in Redis"

@@ -245,10 +245,11 @@ def error_from_upstream_status(
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     message = _upstream_message(parsed_body)
     detail = summarize_upstream_text(message if message is not None else body_text)
-    upstream_code: str | None = None
+    upstream_code = upstream_param = None  # what Poe's own OpenAI-shaped error names
     if isinstance(parsed_body, Mapping) and isinstance(parsed_body.get("error"), Mapping):
-        raw_code = parsed_body["error"].get("code")
-        upstream_code = raw_code if isinstance(raw_code, str) else None
+        said = parsed_body["error"]
+        upstream_code = said["code"] if isinstance(said.get("code"), str) else None
+        upstream_param = said["param"] if isinstance(said.get("param"), str) else None
     suffix = f": {detail}" if detail else ""
     if status == 401:
         return AuthenticationError(f"Poe rejected the API key{suffix}")
@@ -257,9 +258,9 @@ def error_from_upstream_status(
     if status == 403:
         return PermissionDeniedError(f"Poe denied access{suffix}")
     if status == 404:
-        return NotFoundError(
-            f"Poe has no such model or endpoint{suffix}", code=upstream_code or "model_not_found"
-        )
+        model = upstream_code in (None, "model_not_found")
+        what = "Poe has no such model or endpoint" if model else "Poe found no such object"
+        return NotFoundError(f"{what}{suffix}", param=upstream_param, code=upstream_code or "model_not_found")
     if status == 408:
         return UpstreamTimeoutError(f"Poe timed out{suffix}")
     if status == 413:
@@ -268,7 +269,9 @@ def error_from_upstream_status(
         extra = {"Retry-After": headers["retry-after"]} if "retry-after" in headers else None
         return RateLimitError(f"Poe rate limit reached{suffix}", headers=extra)
     if 400 <= status < 500:
-        return InvalidRequestError(f"Poe rejected the request ({status}){suffix}", code=upstream_code)
+        return InvalidRequestError(
+            f"Poe rejected the request ({status}){suffix}", param=upstream_param, code=upstream_code
+        )
     if status in (503, 529):
         return UpstreamUnavailableError(f"Poe is unavailable ({status}){suffix}")
     if status == 504:

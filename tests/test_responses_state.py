@@ -11,8 +11,10 @@ platforms' own builds on them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,6 +29,8 @@ from core.settings import Settings
 from tests.conftest import OpenProxy
 from tests.hosts import HOSTS, Target, missing_tool
 from tests.peers.bots import POE_KEY
+from tests.peers.runtimes import ROOT, npm_tool
+from tests.peers.serve import serve
 from tests.peers.stores import aws_server, create_table, dynamodb, redis_server
 
 WEATHER_TOOL = {
@@ -318,3 +322,76 @@ async def test_what_a_response_says_of_itself_is_consistent(stateful: Target) ->
     failed = events[-1]
     assert failed.type == "response.failed"
     assert failed.response.output[0].content[0].text == "partial "  # type: ignore[union-attr]
+
+
+async def test_on_the_openai_backend_poe_keeps_them(open_proxy: OpenProxy) -> None:
+    """The openai backend passes every stateful request to Poe's ``/v1/responses`` as it is."""
+    async with open_proxy("openai").sdk() as client:
+        stream = await client.responses.create(model="echo", input="kept by Poe", stream=True)
+        first = [event async for event in stream][-1].response
+        referenced = await client.responses.create(
+            model="inspect",
+            input=[{"type": "item_reference", "id": first.output[0].id}, {"role": "user", "content": "next"}],
+        )
+        chained = await client.responses.create(model="inspect", input="and?", previous_response_id=first.id)
+        kept = await client.responses.retrieve(first.id)
+        items = await client.responses.input_items.list(first.id)
+        await client.responses.delete(first.id)
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(first.id)
+        with pytest.raises(openai.BadRequestError) as unknown:
+            await client.responses.create(model="echo", input="x", previous_response_id=first.id)
+    assert seen(referenced) == [("bot", "kept by Poe"), ("user", "next")]
+    assert seen(chained) == [("user", "kept by Poe"), ("bot", "kept by Poe"), ("user", "and?")]
+    assert chained.previous_response_id == first.id
+    assert kept.model_dump() == first.model_dump()
+    assert [item.content[0].text for item in items.data] == ["kept by Poe"]  # type: ignore[union-attr]
+    assert (unknown.value.param, unknown.value.code) == (
+        "previous_response_id",
+        "previous_response_not_found",
+    )
+
+
+NODE = npm_tool("node")  # Node 22, which the AI SDK needs
+
+
+@contextlib.contextmanager
+def served(target: Target) -> Iterator[str]:
+    """The proxy at a real URL, for a client in another process."""
+    if target.app is None:
+        yield target.url
+    else:
+        with serve(target.app, lifespan="on") as url:
+            yield url
+
+
+@pytest.mark.skipif(
+    NODE is None or not (ROOT / "tools/npm/node_modules/ai").is_dir(),
+    reason="make test installs the AI SDK and Node 22 into tools/npm",
+)
+@pytest.mark.parametrize("backend", ["bot", "openai"])
+def test_the_ai_sdk_sends_earlier_answers_by_reference(open_proxy: OpenProxy, backend: str) -> None:
+    """Vercel's AI SDK with its defaults (Responses API, ``store`` on): a second turn built from
+    the first's ``response.messages``, the first generated or streamed, and a tool loop."""
+    with served(open_proxy(backend)) as url:
+        done = subprocess.run(
+            [str(NODE), str(ROOT / "tests" / "peers" / "ai_sdk.mjs"), f"{url}/v1", POE_KEY],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    for first in ("generated", "streamed"):
+        assert got[first]["sent"] == [["user"], ["user", "item_reference", "user"]]  # a reference went out
+        assert got[first]["seen"] == [
+            ["user", "what is the capital of France?"],
+            ["bot", "what is the capital of France?"],
+            ["user", "and of Italy?"],
+        ]
+    assert got["tools"] == {
+        "text": "get_weather said: sunny in Paris",
+        "steps": 2,
+        "sent": [["user"], ["user", "function_call", "function_call_output"]],
+    }

@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .bots import BOT_NAMES, POE_KEY
-from .openai_responses import responses_route
+from .openai_responses import responses_routes
 
 T = TypeVar("T")
 
@@ -329,7 +329,7 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
         return None
 
     return [
-        Route("/v1/responses", responses_route(messages_from_bot, deltas, authorized), methods=["POST"]),
+        *responses_routes(messages_from_bot, deltas, authorized),
         Route("/poe_api/file_upload_3RD_PARTY_POST", file_upload, methods=["POST"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),

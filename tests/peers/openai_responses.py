@@ -5,6 +5,10 @@ becomes a chat body for ``to_query``, and the bot's text and tool calls come bac
 ``response`` object or as the Responses event sequence, each checked against the ``openai``
 SDK's own types before it leaves. It is written apart from the proxy's ``core/responses.py`` on
 purpose: the two must agree through the wire, not through shared code.
+
+It keeps what it answers, as Poe does (in memory: a stand-in has one process): with
+``previous_response_id`` the earlier input and output come first, an ``item_reference`` is the
+item it names, and a kept response can be retrieved, its input items listed, and deleted.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from openai.types.responses import Response as ResponseObject
 from openai.types.responses import ResponseStreamEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from .bots import BOT_NAMES
 
@@ -147,11 +152,91 @@ class Answer:
             yield {"type": "response.output_item.done", "output_index": index, "item": item}
 
 
-def responses_route(
+def invalid(status: int, message: str, param: str | None, code: str) -> Response:
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    return JSONResponse({"error": error}, status)
+
+
+def as_kept(item: dict[str, Any]) -> dict[str, Any]:
+    """An input item as OpenAI lists it back: with an id, a message's text as content parts."""
+    kept = {"id": f"msg_{uuid.uuid4().hex}", **item}
+    if kept.get("type", "message") == "message":
+        kept["type"] = "message"
+        if isinstance(kept["content"], str):
+            kind = "output_text" if kept["role"] == "assistant" else "input_text"
+            kept["content"] = [{"type": kind, "text": kept["content"]}]
+    return kept
+
+
+class Kept:
+    """The responses answered with ``store`` on, and every item of theirs, by id."""
+
+    def __init__(self) -> None:
+        self.responses: dict[str, dict[str, Any]] = {}  # id -> {"response", "input"}
+        self.items: dict[str, dict[str, Any]] = {}
+
+    def resolve(self, body: dict[str, Any]) -> list[dict[str, Any]] | Response:
+        """The whole input: what ``previous_response_id`` carries, then ``input`` with each
+        reference replaced by its item; or the 400 for an id not kept."""
+        given = body["input"]
+        items = [{"type": "message", "role": "user", "content": given}] if isinstance(given, str) else given
+        earlier: list[dict[str, Any]] = []
+        previous = body.get("previous_response_id")
+        if previous is not None:
+            if previous not in self.responses:
+                message = f"Previous response with id '{previous}' not found."
+                return invalid(400, message, "previous_response_id", "previous_response_not_found")
+            kept = self.responses[previous]
+            earlier = kept["input"] + kept["response"]["output"]
+        whole = list(earlier)
+        for index, item in enumerate(items):
+            if item.get("type") == "item_reference":
+                if item["id"] not in self.items:
+                    message = f"Item with id '{item['id']}' not found."
+                    return invalid(400, message, f"input[{index}]", "item_not_found")
+                whole.append(self.items[item["id"]])
+            else:
+                whole.append(as_kept(item))
+        return whole
+
+    def keep(self, response: dict[str, Any], input_items: list[dict[str, Any]]) -> None:
+        self.responses[response["id"]] = {"response": response, "input": input_items}
+        for item in [*input_items, *response["output"]]:
+            self.items[item["id"]] = item
+
+    def routes(self, authorized: Callable[[Request], Response | None]) -> list[Route]:
+        async def one(request: Request) -> Response:
+            refused = authorized(request)
+            if refused is not None:
+                return refused
+            response_id = request.path_params["id"]
+            kept = self.responses.get(response_id)
+            if kept is None:
+                return invalid(404, f"Response with id '{response_id}' not found.", None, "not_found")
+            if request.method == "DELETE":
+                del self.responses[response_id]
+                return JSONResponse({"id": response_id, "object": "response", "deleted": True})
+            if request.url.path.endswith("/input_items"):
+                data = list(reversed(kept["input"]))
+                first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+                page = {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": False}
+                return JSONResponse(page)
+            return JSONResponse(kept["response"])
+
+        return [
+            Route("/v1/responses/{id}", one, methods=["GET", "DELETE"]),
+            Route("/v1/responses/{id}/input_items", one, methods=["GET"]),
+        ]
+
+
+def responses_routes(
     bot_messages: Callable[[dict[str, Any], str], AsyncIterator[fp.PartialResponse]],
     deltas: Callable[[fp.PartialResponse], list[dict[str, Any]]],
     authorized: Callable[[Request], Response | None],
-) -> Callable[[Request], Any]:
+) -> list[Route]:
+    """``POST /v1/responses`` and what the kept responses answer."""
+    kept = Kept()
+
     async def responses(request: Request) -> Response:
         refused = authorized(request)
         if refused is not None:
@@ -163,7 +248,10 @@ def responses_route(
                 "type": "invalid_request_error",
             }
             return JSONResponse({"error": {**error, "param": None, "code": "model_not_found"}}, 404)
-        chat = chat_body(body)
+        whole = kept.resolve(body)
+        if isinstance(whole, Response):
+            return whole
+        chat = chat_body({**body, "input": whole})
         prompt = sum(len(text_of(m.get("content")).split()) for m in chat["messages"])
         response_id, created = f"resp_{uuid.uuid4().hex}", int(time.time())
         messages = bot_messages(chat, str(request.base_url))
@@ -184,6 +272,8 @@ def responses_route(
                 "status": status,
                 "error": error,
                 "model": body["model"],
+                "previous_response_id": body.get("previous_response_id"),
+                "store": body.get("store", True),
                 "output": answer.output,
                 "parallel_tool_calls": True,
                 "tool_choice": body.get("tool_choice", "auto"),
@@ -207,7 +297,10 @@ def responses_route(
                 return
             for event in answer.close():
                 yield event
-            yield {"type": "response.completed", "response": response("completed", answer)}
+            completed = response("completed", answer)
+            if body.get("store", True):
+                kept.keep(completed, whole)
+            yield {"type": "response.completed", "response": completed}
 
         if not body.get("stream"):
             final: dict[str, Any] = {}
@@ -225,4 +318,4 @@ def responses_route(
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
-    return responses
+    return [Route("/v1/responses", responses, methods=["POST"]), *kept.routes(authorized)]

@@ -151,9 +151,11 @@ class ProxyApp:
 
 
 def request_target(scope: Scope) -> str:
-    """The target's path as it came (``raw_path``, percent-encoded); core resolves it."""
+    """The target as it came (``raw_path``, percent-encoded, and the query); core resolves it."""
     raw = scope.get("raw_path")
-    return raw.decode("latin-1") if raw else quote(scope["path"])
+    path = raw.decode("latin-1") if raw else quote(scope["path"])
+    query = scope.get("query_string", b"")
+    return f"{path}?{query.decode('latin-1')}" if query else path
 
 
 def request_headers(scope: Scope) -> dict[str, str]:

@@ -320,7 +320,8 @@ class Default(WorkerEntrypoint):  # type: ignore[misc]
         request = getattr(request, "js_object", request)
         proxy, upstream, store = _proxy(self.env)
         headers = js.Object.fromEntries(request.headers).to_py()  # names come lowercase
-        target = js.URL.new(request.url).pathname  # percent-encoded: core resolves it
+        url = js.URL.new(request.url)
+        target = url.pathname + url.search  # percent-encoded: core resolves it
         exchange = proxy.request(request.method, target, headers, new_token=new_token, now=time.time())
         client = WorkerClient(request)
         task = asyncio.ensure_future(run(exchange, client, upstream, store, started))

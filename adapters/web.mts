@@ -317,6 +317,11 @@ class Body {
   }
 }
 
+function targetOf(address: string): string {
+  const url = new URL(address);
+  return url.pathname + url.search;
+}
+
 function log(host: Host, level: string, line: string): void {
   if (host.log) host.log(line);
   else if (level === "error") console.error(line);
@@ -329,7 +334,7 @@ async function serve(core: Core, host: Host, request: Request, received: number)
   const exchange = bridge.request(
     core.proxy,
     request.method,
-    new URL(request.url).pathname, // as it came, percent-encoded: core resolves it
+    targetOf(request.url), // as it came, percent-encoded: core resolves it
     Object.fromEntries(request.headers), // a repeated field's values joined with ", "
     () => crypto.randomUUID().replaceAll("-", ""),
     Date.now() / 1000,

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from .flow import (
     DONE,
@@ -94,13 +94,21 @@ class Proxy:
         new_token: Callable[[], str],
         now: float,
     ) -> Exchange:
-        """A new request. ``target`` is the path of the request target as it came (still
-        percent-encoded, no query); ``headers`` have lowercase names, a repeated field's values
-        joined with ", "; ``new_token`` returns 32 fresh random lowercase hex digits and ``now``
-        is the Unix time: the host's randomness and clock."""
-        path = request_path(target)
+        """A new request. ``target`` is the request target as it came (its path still
+        percent-encoded, then its query, if any); ``headers`` have lowercase names, a repeated
+        field's values joined with ", "; ``new_token`` returns 32 fresh random lowercase hex
+        digits and ``now`` is the Unix time: the host's randomness and clock."""
+        target, _, query = target.partition("?")
         context = Context(
-            self.settings, self.models_cache, self.store_missing, method, path, headers, new_token, now
+            self.settings,
+            self.models_cache,
+            self.store_missing,
+            method,
+            request_path(target),
+            dict(parse_qsl(query)),
+            headers,
+            new_token,
+            now,
         )
         return Exchange(context, dispatch(context))
 

@@ -260,6 +260,7 @@ class Context:
         store_missing: str | None,
         method: str,
         path: str,
+        query: Mapping[str, str],
         headers: Mapping[str, str],
         new_token: Callable[[], str],
         now: float,
@@ -270,6 +271,7 @@ class Context:
         self.store_missing = store_missing
         self.method = method
         self.path = path
+        self.query = query  # the query's parameters, decoded; a repeated one's last value
         self.headers = headers
         self.new_token = new_token
         self.now = now

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Generator, Mapping
 from functools import partial
 from typing import Any, NamedTuple
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from .calls import ChoiceCalls, JsonCalls, Wire
 from .chat_request import ChatRequest, parse_chat_request
@@ -398,6 +398,8 @@ def stored_response(context: Context, *, response_id: str, action: str) -> Flow:
     if context.settings.backend == "openai":
         suffix = f"/{action}" if action in ("input_items", "cancel") else ""
         path = f"/v1/responses/{quote(response_id, safe='')}{suffix}"
+        if context.query:
+            path += f"?{urlencode(context.query)}"
         body: dict[str, Any] | None = {} if context.method == "POST" else None
         [answer] = yield JsonCalls(
             context, [context.upstream(context.method, path, body, accept="application/json")]
@@ -419,16 +421,39 @@ def stored_response(context: Context, *, response_id: str, action: str) -> Flow:
             code="response_not_cancellable",
         )
     if action == "input_items":
-        data = list(reversed(kept.value["input"]))  # newest first, as OpenAI lists them by default
-        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
-        page = {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": False}
-        return context.json(200, page)
+        return context.json(200, list_page(kept.value["input"], context.query))
     if action == "delete":
         items = yield from load_ids(context, "item", [item["id"] for item in response["output"]])
         keys = kept.keys + [k for item in items if item is not None for k in item.keys]
         yield StoreStep(context, Store("delete", tuple(keys)))
         return context.json(200, {"id": response_id, "object": "response", "deleted": True})
     return context.json(200, response)
+
+
+def list_page(items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
+    """One page of ``items`` as OpenAI lists them: ``order`` (``desc``, newest first, by
+    default), at most ``limit`` (1 to 100, default 20), those ``after`` the item with that id."""
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequestError("'order' must be 'asc' or 'desc'.", param="order")
+    limit = query.get("limit", "20")
+    if not (limit.isdigit() and 1 <= int(limit) <= 100):
+        raise InvalidRequestError("'limit' must be an integer from 1 to 100.", param="limit")
+    data = items if order == "asc" else items[::-1]
+    if "after" in query:
+        ids = [item["id"] for item in data]
+        if query["after"] not in ids:
+            raise InvalidRequestError(f"No item with id '{query['after']}' in this list.", param="after")
+        data = data[ids.index(query["after"]) + 1 :]
+    page = data[: int(limit)]
+    first, last = (page[0]["id"], page[-1]["id"]) if page else (None, None)
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": first,
+        "last_id": last,
+        "has_more": len(data) > len(page),
+    }
 
 
 def relay_responses(context: Context, body: dict[str, Any], chat: ChatRequest) -> Flow:

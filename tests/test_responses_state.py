@@ -352,6 +352,26 @@ async def test_on_the_openai_backend_poe_keeps_them(open_proxy: OpenProxy) -> No
     )
 
 
+async def test_input_items_come_a_page_at_a_time(open_proxy: OpenProxy, backend: str) -> None:
+    def texts(items: Any) -> list[str]:
+        return [item.content[0].text for item in items]
+
+    async with open_proxy(backend).sdk() as client:
+        parts = [{"role": "user", "content": f"part {i}"} for i in range(5)]
+        response = await client.responses.create(model="echo", input=parts)  # type: ignore[arg-type]
+        newest = await client.responses.input_items.list(response.id, limit=2)
+        oldest = await client.responses.input_items.list(response.id, order="asc", limit=2)
+        rest = await client.responses.input_items.list(response.id, order="asc", after=oldest.last_id)
+        every = [item async for item in client.responses.input_items.list(response.id, limit=2)]
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.responses.input_items.list(response.id, limit=0)
+    assert (texts(newest.data), newest.has_more) == (["part 4", "part 3"], True)
+    assert (texts(oldest.data), oldest.has_more) == (["part 0", "part 1"], True)
+    assert (texts(rest.data), rest.has_more) == (["part 2", "part 3", "part 4"], False)
+    assert texts(every) == ["part 4", "part 3", "part 2", "part 1", "part 0"]  # the SDK follows the pages
+    assert caught.value.param == "limit"
+
+
 NODE = npm_tool("node")  # Node 22, which the AI SDK needs
 
 

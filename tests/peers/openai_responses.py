@@ -217,16 +217,33 @@ class Kept:
                 del self.responses[response_id]
                 return JSONResponse({"id": response_id, "object": "response", "deleted": True})
             if request.url.path.endswith("/input_items"):
-                data = list(reversed(kept["input"]))
-                first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
-                page = {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": False}
-                return JSONResponse(page)
+                return input_items(kept["input"], request.query_params)
             return JSONResponse(kept["response"])
 
         return [
             Route("/v1/responses/{id}", one, methods=["GET", "DELETE"]),
             Route("/v1/responses/{id}/input_items", one, methods=["GET"]),
         ]
+
+
+def input_items(items: list[dict[str, Any]], query: Any) -> Response:
+    """A page of a response's input items, as OpenAI's API pages them."""
+    limit = int(query.get("limit", "20"))
+    if not 1 <= limit <= 100:
+        return invalid(400, "limit must be between 1 and 100", "limit", "invalid_value")
+    data = items if query.get("order") == "asc" else list(reversed(items))
+    if "after" in query:
+        data = data[[item["id"] for item in data].index(query["after"]) + 1 :]
+    page = data[:limit]
+    first, last = (page[0]["id"], page[-1]["id"]) if page else (None, None)
+    listed = {
+        "object": "list",
+        "data": page,
+        "first_id": first,
+        "last_id": last,
+        "has_more": len(data) > limit,
+    }
+    return JSONResponse(listed)
 
 
 def responses_routes(

@@ -374,8 +374,11 @@ async function serve(core: Core, host: Host, request: Request, received: number)
 
   async function write(data: Uint8Array): Promise<void> {
     if (gone || data.length === 0) return;
+    // Deno may find the client gone within `enqueue` itself and cancel the stream there: then
+    // nothing will ever pull again, and waiting would hold this request (and all it has) forever.
     controller!.enqueue(data);
-    if ((controller!.desiredSize ?? 1) <= 0) await new Promise<void>((resolve) => (pulled = resolve));
+    if (gone || (controller!.desiredSize ?? 1) > 0) return;
+    await new Promise<void>((resolve) => (pulled = resolve));
   }
 
   async function nextEvent(): Promise<void> {

@@ -367,11 +367,17 @@ async def test_bad_framing_is_refused_and_the_host_lives(proxy: Target, proxy_ur
 # -- clients that leave, streams that break ----------------------------------------------------------
 
 
-async def test_clients_leaving_under_concurrency_leave_the_host_serving(proxy: Target) -> None:
-    script = json.dumps([["text", "first "], *([["sleep", 0.05], ["text", "more "]] * 10)])
+async def test_clients_leaving_under_concurrency_leave_the_host_serving(open_proxy: OpenProxy) -> None:
+    """Every request ends, and says so in its line, however its client left: half of them leave
+    after the first chunk while the answer goes on arriving (an event every 2 ms, as a fast bot's),
+    many at once. (Deno once lost some: a write that found the client gone left its request
+    waiting forever, holding all it had, a leak of about 15 MB a round in make bench.) A host's
+    own concern: one backend is enough."""
+    proxy = open_proxy("bot")
+    script = json.dumps([["text", "first "], *([["sleep", 0.002], ["text", "more "]] * 100)])
     messages = [{"role": "user", "content": script}]
     mark = proxy.log_mark()
-    limit = asyncio.Semaphore(4)
+    limit = asyncio.Semaphore(50)
 
     async def one(index: int, sdk: openai.AsyncOpenAI) -> None:
         async with limit:
@@ -382,14 +388,14 @@ async def test_clients_leaving_under_concurrency_leave_the_host_serving(proxy: T
                     return
 
     async with proxy.sdk() as sdk:
-        await asyncio.wait_for(asyncio.gather(*(one(i, sdk) for i in range(40))), 60)
+        await asyncio.wait_for(asyncio.gather(*(one(i, sdk) for i in range(300))), 60)
     await still_serving(proxy)
     for _ in range(100):
         lines = [line for line in proxy.log_since(mark) if line.get("model") == "script"]
-        if len(lines) == 40:
+        if len(lines) == 300:
             break
         await asyncio.sleep(0.05)
-    assert len(lines) == 40
+    assert len(lines) == 300
     assert script not in proxy.log_text()
 
 

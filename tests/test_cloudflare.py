@@ -7,6 +7,7 @@ a stand-in of the Python Workers runtime, so every behaviour test also runs agai
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -70,3 +71,56 @@ def test_the_config_runs_python_workers(dry_run: tuple[str, Path]) -> None:
     assert 'main = "build/cloudflare/worker.py"' in config
     assert "POE_BACKEND" in stdout  # the vars reach the Worker's bindings
     assert re.search(r"env\.RESPONSES\s+KV Namespace", stdout)  # the store, provisioned at deploy
+
+
+# -- the Worker's event loop ------------------------------------------------------------------
+
+TIMERS = """
+import asyncio, gc, weakref
+from adapters.cloudflare import _timers_that_let_go
+
+def kept_after_cancel(loop):
+    handle = loop.call_later(120, print)  # as a read deadline is, then cancelled as the call ends
+    handle.cancel()
+    kept = weakref.ref(handle)
+    del handle
+    gc.collect()
+    return kept() is not None
+
+async def main():
+    loop = asyncio.get_running_loop()
+    before = kept_after_cancel(loop)
+    _timers_that_let_go(loop)
+    after = kept_after_cancel(loop)
+    fired = []
+    loop.call_later(0.01, fired.append, "fired")
+    await asyncio.sleep(0.05)
+    try:
+        async with asyncio.timeout(0.01):  # what bounds a request body's read
+            await asyncio.sleep(1)
+        timed_out = False
+    except TimeoutError:
+        timed_out = True
+    return {"kept before": before, "kept after": after, "fired": fired, "timed out": timed_out}
+
+await main()
+"""
+
+
+def test_a_cancelled_timer_lets_go_on_the_workers_event_loop() -> None:
+    """Pyodide's loop keeps a cancelled timer's handle until it would have fired (each finished
+    request's, for minutes); the Worker's timers let go at once, and still fire and time out."""
+    done = subprocess.run(
+        [str(NODE22 / "node"), str(ROOT / "tests" / "peers" / "worker_loop.mjs"), str(ROOT)],
+        input=TIMERS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "kept before": True,
+        "kept after": False,
+        "fired": ["fired"],
+        "timed out": True,
+    }

@@ -8,6 +8,7 @@ from the very same state (``chat_completion``).
 * ``PoeStreamToChatChunks`` reads Poe's bot protocol (``text``, ``replace_response``, ``json``,
   ``file``, ``error``, ``done``; ``meta`` and the rest are ignored).
 * ``OpenAIStreamToChatChunks`` reads Poe's OpenAI-compatible stream and normalises it.
+* ``OpenAICompletionToChat`` reads its one JSON answer to a call that does not stream.
 """
 
 from __future__ import annotations
@@ -399,7 +400,38 @@ class OpenAIStreamToChatChunks(_ChoiceStream):
         return chunks
 
 
-Converter = PoeStreamToChatChunks | OpenAIStreamToChatChunks
+class OpenAICompletionToChat(_ChoiceStream):
+    """Poe's OpenAI-compatible answer to a call that does not stream (a client that does not):
+    one JSON completion, which its reader hands over whole, as one event, once the body ends.
+    It leaves the state a stream would: the text through the same stop and length gate (and
+    JSON mode's fence), tool calls, finish reason, usage."""
+
+    whole_body = True
+
+    def feed(self, event: ServerSentEvent) -> list[dict[str, Any]]:
+        data = _json_object(event, "completion")
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            self.upstream_usage = dict(usage)
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise UpstreamError("Poe sent a completion without a choice.", code="upstream_malformed")
+        choice = choices[0]
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            raise UpstreamError("Poe sent a completion without a message.", code="upstream_malformed")
+        tool_calls = message.get("tool_calls")
+        if tool_calls:
+            self._tool_call_deltas(tool_calls)
+        content = message.get("content")
+        if isinstance(content, str) and content:
+            self._text(content)
+        reason = choice.get("finish_reason")
+        self._finish(reason if isinstance(reason, str) and reason else None)
+        return []
+
+
+Converter = PoeStreamToChatChunks | OpenAIStreamToChatChunks | OpenAICompletionToChat
 
 
 class EventConverter(Protocol):
@@ -425,6 +457,30 @@ class EventConverter(Protocol):
     def completion_tokens(self) -> int: ...
 
 
+class WholeBody:
+    """A body that is one JSON document: kept as it comes, one event of it at its end."""
+
+    LIMIT = 32 * 1024 * 1024  # far beyond any answer: a bound on what a broken upstream can cost
+
+    __slots__ = ("_parts", "_size")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def feed(self, data: bytes) -> list[ServerSentEvent]:
+        self._size += len(data)
+        if self._size > self.LIMIT:
+            raise UpstreamError("Poe's answer is larger than any completion.", code="upstream_malformed")
+        self._parts.append(data)
+        return []
+
+    def close(self) -> list[ServerSentEvent]:
+        text = b"".join(self._parts).decode("utf-8", errors="replace")
+        self._parts.clear()
+        return [ServerSentEvent(data=text)]
+
+
 class ChoiceReader:
     """One upstream call's response body, bytes in, chunks out: SSE decoding, then conversion.
 
@@ -441,7 +497,9 @@ class ChoiceReader:
     def __init__(self, converter: EventConverter) -> None:
         self.converter = converter
         self.error: OpenAIError | None = None
-        self._decoder = SSEDecoder()
+        self._decoder: SSEDecoder | WholeBody = (
+            WholeBody() if getattr(converter, "whole_body", False) else SSEDecoder()
+        )
 
     @property
     def done(self) -> bool:

@@ -227,13 +227,14 @@ _PROXY_FIELDS = frozenset({"n", "stream", "stream_options", "parameters", "model
 def openai_compat_body(request: ChatRequest) -> dict[str, Any]:
     """The body for Poe's ``/v1/chat/completions``: the client's own, minus what we emulate.
 
-    Always streamed upstream with usage, so one code path serves both kinds of client call;
+    Streamed upstream (with usage) when the client streams, one JSON answer when it does not;
     ``n`` is emulated by parallel calls, so each call asks for one choice.
     """
     body = {k: v for k, v in request.raw.items() if k not in _PROXY_FIELDS}
     body["model"] = request.bot
-    body["stream"] = True
-    body["stream_options"] = {"include_usage": True}
+    body["stream"] = request.stream
+    if request.stream:
+        body["stream_options"] = {"include_usage": True}
     for legacy in ("functions", "function_call", "tools", "tool_choice"):
         body.pop(legacy, None)
     if request.tools_enabled:  # validated and normalised: description filled, legacy functions as tools

@@ -20,6 +20,7 @@ from .chat_stream import (
     ChatWire,
     CompletionMeta,
     Converter,
+    OpenAICompletionToChat,
     OpenAIStreamToChatChunks,
     PoeStreamToChatChunks,
     chat_completion,
@@ -210,6 +211,9 @@ def choice_call(
     accept = "text/event-stream"
     if context.settings.backend == "openai":
         body = openai_compat_body(chat)
+        if not chat.stream:  # one JSON answer, converted whole
+            call = context.upstream("POST", "/v1/chat/completions", body, accept="application/json")
+            return call, OpenAICompletionToChat(meta, **options)
         converter: Converter = OpenAIStreamToChatChunks(meta, **options)
         return context.upstream("POST", "/v1/chat/completions", body, accept=accept), converter
     query = poe_query(chat, QueryIds.from_hex(context.new_token(), chat.user), attachments)

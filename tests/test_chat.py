@@ -13,8 +13,10 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import OpenProxy
 from tests.hosts import Target
 from tests.peers.bots import POE_KEY
+from tests.peers.openai_compat import PeerState
 
 
 def script(*steps: Any) -> list[dict[str, str]]:
@@ -43,6 +45,36 @@ async def test_non_streaming_answer(client: openai.AsyncOpenAI) -> None:
     assert result.usage is not None
     assert result.usage.total_tokens == result.usage.prompt_tokens + result.usage.completion_tokens
     assert result.usage.completion_tokens > 0
+
+
+async def test_the_openai_backend_asks_poe_for_one_answer_when_the_client_does_not_stream(
+    open_proxy: OpenProxy, poe_state: PeerState
+) -> None:
+    """Poe's JSON answer, converted whole: the stop sequence and the length limit still apply
+    to its text, tool calls come through, and Poe's usage is the answer's."""
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    said = [{"role": "user", "content": "one two three STOP four"}]
+    poe_state.chat_streams.clear()
+    async with open_proxy("openai").sdk() as client:
+        stopped = await client.chat.completions.create(model="echo", messages=said, stop=["STOP"])  # type: ignore[arg-type]
+        cut = await client.chat.completions.create(model="echo", messages=said, max_tokens=1)  # type: ignore[arg-type]
+        called = await client.chat.completions.create(model="weather", messages=said, tools=[weather])  # type: ignore[arg-type,list-item]
+        _, streamed = await collect(
+            await client.chat.completions.create(model="echo", messages=said, stream=True)  # type: ignore[arg-type]
+        )
+    assert poe_state.chat_streams == [False, False, False, True]
+    assert (stopped.choices[0].message.content, stopped.choices[0].finish_reason) == (
+        "one two three ",
+        "stop",
+    )
+    assert stopped.usage is not None and stopped.usage.prompt_tokens == 5  # Poe's count: its five words
+    assert cut.choices[0].finish_reason == "length" and len(cut.choices[0].message.content or "") < len(
+        said[0]["content"]
+    )
+    [call] = called.choices[0].message.tool_calls or []
+    assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Paris"})  # type: ignore[union-attr]
+    assert called.choices[0].finish_reason == "tool_calls"
+    assert streamed == "one two three STOP four"
 
 
 async def test_streaming_answer(client: openai.AsyncOpenAI) -> None:

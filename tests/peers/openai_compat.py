@@ -129,6 +129,7 @@ class PeerState:
 
     def __init__(self) -> None:
         self.embedding_batches: list[int] = []
+        self.chat_streams: list[bool] = []  # for each chat call: whether it asked for a stream
         self.models_requests = 0
         self.fail_models = False
         # What Poe's file upload API received: attachment URL -> (name, content type, bytes, auth).
@@ -163,6 +164,7 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
         if request.headers.get("authorization") != f"Bearer {POE_KEY}":
             return error(401, "Invalid API key", "invalid_api_key")
         body = await request.json()
+        state.chat_streams.append(bool(body.get("stream")))
         prompt = sum(words(content_text(m.get("content"))) for m in body["messages"])
         cid, created, model = "chatcmpl-upstream", int(time.time()), body["model"]
         if model.lower() not in BOT_NAMES:

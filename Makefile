@@ -89,12 +89,17 @@ $(VENV)/.deno-installed: pyproject.toml | $(BIN)/python
 DENO_RUN := $(BIN)/deno run --config deno/deno.json --frozen --cached-only --allow-net --allow-read --allow-env \
 	--allow-write="$(STATE_DIR)" --unstable-no-legacy-abort
 deno/.installed: deno/deno.json deno/deno.lock $(VENV)/.deno-installed
-	$(BIN)/deno install --config deno/deno.json --frozen --entrypoint deno/main.ts
+	$(BIN)/deno install --config deno/deno.json --frozen --entrypoint deno/main.ts adapters/pyodide-snapshot.mts
 	touch $@
+
+# Pyodide's memory snapshot with the sources imported, as Deno Deploy's build command makes it.
+DENO_SNAPSHOT := deno/.build/pyodide.snapshot
+$(DENO_SNAPSHOT): core/*.py adapters/__init__.py adapters/pyodide_bridge.py adapters/*.mts deno/.installed
+	$(BIN)/deno task --quiet --config deno/deno.json snapshot
 
 ## serve-deno: the proxy under Deno on $HOST:$PORT (Deno.serve and the web-standard driver, as
 ## Deno Deploy runs it), with the same environment as make serve.
-serve-deno: deno/.installed
+serve-deno: deno/.installed $(DENO_SNAPSHOT)
 	mkdir -p "$(STATE_DIR)"
 	$(RAISE_FILE_LIMIT) HOST="$(HOST)" PORT="$(PORT)" DENO_KV_PATH="$${DENO_KV_PATH:-$(STATE_DIR)/deno-kv.sqlite3}" \
 		$(DENO_RUN) deno/main.ts

@@ -2,7 +2,9 @@
 (spawn to first answered chat, once make has built what it builds on first use), memory, and
 the CPU each request costs the host's processes for answers of 32 and 300 events, streamed and
 not; with the floor for one event (decoding the upstream event's JSON and encoding the chunk's,
-once each) and core's own CPU per request in Pyodide. Used by ``bench/run.py``."""
+once each) and core's own CPU per request in Pyodide; and the CPU of streamed answers whose
+events arrive one per network chunk, as Poe streams them, against a byte relay's for the same
+chunks. Used by ``bench/run.py``."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.support import ROOT, SERVER_CORE, free_port, load, pinned, server, tree_rss_mb
+from bench.support import PYTHON, ROOT, SERVER_CORE, free_port, load, pinned, server, tree_rss_mb
 
 HOSTS = {"serve": "serve", "netlify": "serve-netlify", "deno": "serve-deno", "cloudflare": "serve-cloudflare"}
 ANSWERS = [("fake", 32), ("fake-e300", 300)]
@@ -47,7 +49,37 @@ def cpu_per_call_ms(pid: int, spec: dict[str, Any], runs: int = 3) -> float:
     return min(figures)
 
 
-def host_costs(upstream: str) -> dict[str, dict[str, Any]]:
+PACED_CALLS = 30  # each 300-event answer takes 0.6 s when its events come 2 ms apart
+
+
+def paced_cpu_ms(pid: int, url: str, model: str) -> float:
+    """CPU per streamed call when the answer's events arrive one per network chunk (the paced
+    upstream), as Poe streams a bot's tokens: the least of two runs."""
+    spec = {"kind": "stream", "url": url, "model": model, "c": 1}
+    load({**spec, "n": 3})  # warm-up
+    figures = []
+    for _ in range(2):
+        before = tree_cpu_seconds(pid)
+        load({**spec, "n": PACED_CALLS})
+        figures.append(1000 * (tree_cpu_seconds(pid) - before) / PACED_CALLS)
+    return min(figures)
+
+
+def paced_costs(pid: int, url: str) -> dict[str, float]:
+    return {f"paced_cpu_ms_{events}_stream": paced_cpu_ms(pid, url, model) for model, events in ANSWERS}
+
+
+def relay_paced_costs(paced: str) -> dict[str, float]:
+    """The floor for events one per chunk: the aiohttp relay passing the same chunks through."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    command = [PYTHON, str(ROOT / "bench" / "anchors" / "aiohttp_relay.py"), str(port), paced]
+    with server(command, {}, url) as (process, _):
+        return paced_costs(process.pid, url)
+
+
+def host_costs(upstream: str, paced: str) -> dict[str, dict[str, Any]]:
+    """``paced``: the same fake upstream, its events 2 ms apart, each in its own chunk."""
     figures: dict[str, dict[str, Any]] = {}
     for host, target in HOSTS.items():
         port = free_port()
@@ -67,6 +99,9 @@ def host_costs(upstream: str) -> dict[str, dict[str, Any]]:
                     process.pid, {"kind": "stream", "url": url, "model": model, "c": 1}
                 )
             row["rss_mb"] = tree_rss_mb(process.pid)
+        paced_url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        with server(command, {**env, "POE_BASE_URL": paced}, paced_url) as (process, _):
+            row.update(paced_costs(process.pid, paced_url))
         figures[host] = row
     return figures
 

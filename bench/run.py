@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.hosts import floor_us_per_event, host_costs, pyodide_cpu
+from bench.hosts import PACED_CALLS, floor_us_per_event, host_costs, pyodide_cpu, relay_paced_costs
 from bench.support import (
     AUTH,
     BENCH,
@@ -173,10 +173,20 @@ def machine() -> dict[str, str]:
     }
 
 
+PACED_DELAY = "0.002"  # seconds between two events of the paced upstream
+
+
 def main() -> None:
     upstream_port = free_port()
     upstream = f"http://127.0.0.1:{upstream_port}"
     fake = subprocess.Popen(pinned(LOAD_CORE, [PYTHON, str(BENCH / "fake_upstream.py"), str(upstream_port)]))
+    # The same answers as Poe streams them: each event in its own chunk, 2 ms apart.
+    paced_port = free_port()
+    paced = f"http://127.0.0.1:{paced_port}"
+    paced_fake = subprocess.Popen(
+        pinned(LOAD_CORE, [PYTHON, str(BENCH / "fake_upstream.py"), str(paced_port)]),
+        env={**os.environ, "FAKE_CHUNK_DELAY": PACED_DELAY},
+    )
     results: dict[str, Any] = {"date": datetime.date.today().isoformat(), "machine": machine(), "targets": {}}
     try:
         time.sleep(1.0)
@@ -251,7 +261,8 @@ def main() -> None:
                 figures["rss_mb_after_load"] = tree_rss_mb(process.pid)
             results["targets"][name] = figures
         results["ablations"] = ablations(upstream)
-        results["hosts"] = host_costs(upstream)
+        results["hosts"] = host_costs(upstream, paced)
+        results["relay_paced"] = relay_paced_costs(paced)
         print("-- memory over rounds", file=sys.stderr, flush=True)
         results["memory"] = memory_rounds()
         results["floor_us_per_event"] = floor_us_per_event()
@@ -266,8 +277,9 @@ def main() -> None:
         }
         results["importtime_aws_lambda"] = heaviest_imports("adapters.aws_lambda")
     finally:
-        fake.terminate()
-        fake.wait(timeout=10)
+        for upstream_process in (fake, paced_fake):
+            upstream_process.terminate()
+            upstream_process.wait(timeout=10)
     out = BENCH / "results" / f"{results['date']}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     table = report(results)
@@ -446,6 +458,25 @@ def hosts_report(results: dict[str, Any]) -> list[str]:
             f"{h['cpu_ms_300']:.2f} | {h['cpu_ms_300_stream']:.2f} | {per_event:.1f} | "
             f"{per_event / floor:.1f} | {h['rss_mb']:.0f} |"
         )
+    relay = results.get("relay_paced")
+    if relay and all("paced_cpu_ms_300_stream" in h for h in hosts.values()):
+        relay_event = 1000 * (relay["paced_cpu_ms_300_stream"] - relay["paced_cpu_ms_32_stream"]) / 268
+        lines += [
+            "",
+            "The same streamed answers as Poe sends them: each event in its own network chunk, 2 ms",
+            f"apart, {PACED_CALLS} calls one at a time, the least of two runs. The floor: the aiohttp",
+            "relay passing the same chunks through (read a chunk, write a chunk), "
+            f"{relay_event:.1f} us per event, {relay['paced_cpu_ms_300_stream']:.2f} ms a 300-event answer.",
+            "",
+            "| host | CPU ms, 32 events | CPU ms, 300 events | us per event | x relay |",
+            "|---|---|---|---|---|",
+        ]
+        for host, h in hosts.items():
+            per_event = 1000 * (h["paced_cpu_ms_300_stream"] - h["paced_cpu_ms_32_stream"]) / 268
+            lines.append(
+                f"| {host} | {h['paced_cpu_ms_32_stream']:.2f} | {h['paced_cpu_ms_300_stream']:.2f} | "
+                f"{per_event:.1f} | {per_event / relay_event:.1f} |"
+            )
     if pyodide:
         lines += [
             "",

@@ -6,6 +6,10 @@
  * Pyodide comes from npm (`deno.json`); the Python sources are read from the repository
  * (`adapters/node-sources.mts`, through Deno's `node:fs`).
  *
+ * How it starts: from the Pyodide memory snapshot its build makes (`deno task snapshot`: Deno
+ * Deploy's build command, and `make serve-deno`'s first step), with core already imported; a
+ * plain start, said in the log, when there is none or it was made from other sources.
+ *
  * How it streams: for real: the Response body is a ReadableStream fed as core writes.
  *
  * Where responses are kept: Deno KV. On Deno Deploy that is the app's own database (no set-up);
@@ -14,11 +18,23 @@
  * Run: `make serve-deno` (HOST, PORT and the proxy's settings from the environment).
  */
 import { fileURLToPath } from "node:url";
-import { loadPyodide } from "pyodide";
+import { loadPyodide, version } from "pyodide";
 import { pythonSources } from "../adapters/node-sources.mts";
-import { type Store, webHandler } from "../adapters/web.mts";
+import { type Snapshot, type Store, startPyodide, webHandler } from "../adapters/web.mts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const SNAPSHOT = new URL("./.build/pyodide.snapshot", import.meta.url);
+
+/** The snapshot the build made, if there is one. */
+async function snapshot(): Promise<Snapshot | undefined> {
+  try {
+    const made = JSON.parse(await Deno.readTextFile(new URL(`${SNAPSHOT.href}.json`)));
+    return { ...made, memory: await Deno.readFile(SNAPSHOT) };
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+}
 
 /**
  * `fetch`, decoding a body Poe compressed although asked not to. Deno decodes only what it asked
@@ -72,7 +88,7 @@ const handler = webHandler({
   fetch: fetchDecoded,
   environment: Deno.env.toObject(),
   sources: async () => pythonSources(ROOT), // the same files Netlify's function reads
-  pyodide: () => loadPyodide(), // a plain start: Deno Deploy keeps no build output to start from
+  pyodide: async (digest) => startPyodide(loadPyodide, version, digest, await snapshot()),
 });
 
 // Last resort: whatever escapes a request is logged, and the server goes on serving the others.

@@ -12,7 +12,7 @@ import pytest
 from adapters.app import create_app
 from core.settings import Settings
 from tests.conftest import OpenProxy
-from tests.hosts import Target
+from tests.hosts import HostProcesses, Target, missing_tool, target
 from tests.peers.bots import POE_KEY
 
 
@@ -117,3 +117,19 @@ async def test_lines_below_log_level_are_not_written(open_proxy: OpenProxy, back
     [line] = await logged(proxy, mark, failed)  # written after fine's would have been
     assert line["status"] == failed.status_code
     assert fine.headers["x-request-id"] not in proxy.log_text()
+
+
+@pytest.mark.parametrize("web_host", ["netlify", "deno"])
+async def test_the_web_hosts_start_from_the_snapshot_their_build_made(
+    web_host: str, host_processes: HostProcesses, poe_server: str
+) -> None:
+    """Netlify's and Deno Deploy's build commands make a Pyodide memory snapshot, which make
+    serve-<host> runs too; a host that cannot use it says so in its log, and starts seconds later."""
+    reason = missing_tool(web_host)
+    if reason is not None:
+        pytest.skip(reason)
+    proxy = target(web_host, host_processes, {"POE_BACKEND": "bot", "POE_BASE_URL": poe_server})
+    async with proxy.http() as http:
+        response = await http.get("/v1/models", headers={"Authorization": f"Bearer {POE_KEY}"})
+    assert response.status_code == 200
+    assert "no memory snapshot" not in proxy.log_text()

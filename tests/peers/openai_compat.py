@@ -191,20 +191,26 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
 
         if not body.get("stream"):
             text, calls = "", {}
-            async for message in all_messages():
-                for delta in deltas(message):
-                    text += delta.get("content") or ""
-                    for call in delta.get("tool_calls") or []:
-                        slot = calls.setdefault(
-                            call["index"],
-                            {
-                                "id": call.get("id"),
-                                "type": "function",
-                                "function": {"name": "", "arguments": ""},
-                            },
-                        )
-                        slot["function"]["name"] += call.get("function", {}).get("name") or ""
-                        slot["function"]["arguments"] += call.get("function", {}).get("arguments") or ""
+
+            async def read_all() -> None:
+                nonlocal text
+                async for message in all_messages():
+                    for delta in deltas(message):
+                        text += delta.get("content") or ""
+                        for call in delta.get("tool_calls") or []:
+                            slot = calls.setdefault(
+                                call["index"],
+                                {
+                                    "id": call.get("id"),
+                                    "type": "function",
+                                    "function": {"name": "", "arguments": ""},
+                                },
+                            )
+                            slot["function"]["name"] += call.get("function", {}).get("name") or ""
+                            slot["function"]["arguments"] += call.get("function", {}).get("arguments") or ""
+
+            # As for a stream: a client that leaves while the bot answers cancels the bot call.
+            await cancel_on_disconnect(request, read_all())
             message: dict[str, Any] = {"role": "assistant", "content": text or None}
             if calls:
                 message["tool_calls"] = [calls[i] for i in sorted(calls)]

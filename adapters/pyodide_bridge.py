@@ -1,9 +1,11 @@
 """The Python half of the web-standard driver (``adapters/web.mts``), run inside Pyodide.
 
 It only converts: JavaScript values in (``Uint8Array`` bodies, header objects) become bytes and
-dicts for ``core.exchange``, and each action goes out as one plain JavaScript array, so the
-driver's loop crosses between the two languages once per step and keeps no Python proxies
-alive. ``to_js`` and ``to_bytes`` are Pyodide's; nothing here decides anything.
+dicts for ``core.exchange``, and actions go out as plain JavaScript arrays. Each report (a
+chunk of Poe's answer, a piece of the body, a store's answer) returns every action core then
+has, up to the first that waits on the host: one crossing between the two languages per chunk,
+and no Python proxies kept alive. ``to_js`` and ``to_bytes`` are Pyodide's; nothing here
+decides anything.
 """
 
 from __future__ import annotations
@@ -29,67 +31,91 @@ def request(proxy: Proxy, method: str, path: str, headers: Any, new_token: Any, 
     return proxy.request(method, path, headers.to_py(), new_token=new_token, now=now)
 
 
-def next_action(exchange: Exchange) -> Any:
-    """The next action as a JavaScript array: ``[kind, ...fields]``."""
-    action = exchange.next_action()
+def _fields(action: Any) -> list[Any]:
+    """One action as ``[kind, ...fields]``."""
     if isinstance(action, Write):
-        return to_js(["write", action.data])
+        return ["write", action.data]
     if isinstance(action, StartCall):
-        fields = ["call", action.call, action.method, action.url, action.headers, action.body]
-        return to_js(fields, dict_converter=Object.fromEntries)
+        return ["call", action.call, action.method, action.url, action.headers, action.body]
     if isinstance(action, StopCall):
-        return to_js(["stop", action.call, action.reuse])
+        return ["stop", action.call, action.reuse]
     if isinstance(action, Respond):
-        fields = ["respond", action.status, action.headers, action.body, action.more]
-        return to_js(fields, dict_converter=Object.fromEntries)
+        return ["respond", action.status, action.headers, action.body, action.more]
     if isinstance(action, Store):
-        return to_js(["store", action.op, list(action.keys), list(action.values), action.ttl])
-    return to_js([action.kind])
+        return ["store", action.op, list(action.keys), list(action.values), action.ttl]
+    return [action.kind]
 
 
-def body(exchange: Exchange, data: Any, more: bool) -> None:
+# What the host does without waiting for anything: more actions may follow at once.
+_AT_ONCE = (Write, StartCall, StopCall, Respond)
+
+
+def next_actions(exchange: Exchange) -> Any:
+    """Every action core has now, up to and including the first that waits on the host (``wait``,
+    ``read_body``, ``store``, ``done``): a JavaScript array of ``[kind, ...fields]`` arrays."""
+    batch = []
+    while True:
+        action = exchange.next_action()
+        batch.append(_fields(action))
+        if not isinstance(action, _AT_ONCE):
+            return to_js(batch, dict_converter=Object.fromEntries)
+
+
+# Each report returns the actions it leads to (``next_actions``).
+
+
+def body(exchange: Exchange, data: Any, more: bool) -> Any:
     exchange.body(data.to_bytes(), more)
+    return next_actions(exchange)
 
 
-def answered(exchange: Exchange, call: int, status: int, headers: Any) -> None:
+def answered(exchange: Exchange, call: int, status: int, headers: Any) -> Any:
     exchange.answered(call, status, headers.to_py())
+    return next_actions(exchange)
 
 
-def data(exchange: Exchange, call: int, chunk: Any) -> None:
+def data(exchange: Exchange, call: int, chunk: Any) -> Any:
     exchange.data(call, chunk.to_bytes())
+    return next_actions(exchange)
 
 
-def ended(exchange: Exchange, call: int) -> None:
+def ended(exchange: Exchange, call: int) -> Any:
     exchange.ended(call)
+    return next_actions(exchange)
 
 
-def failed(exchange: Exchange, call: int, reason: Any) -> None:
+def failed(exchange: Exchange, call: int, reason: Any) -> Any:
     exchange.failed(call, reason)
+    return next_actions(exchange)
 
 
-def body_failed(exchange: Exchange, reason: Any) -> None:
+def body_failed(exchange: Exchange, reason: Any) -> Any:
     exchange.body_failed(reason)
+    return next_actions(exchange)
+
+
+def stored(exchange: Exchange, values: Any) -> Any:
+    """``values``: null, or an array of ``Uint8Array`` or null (a ``get``)."""
+    if values is None:
+        exchange.stored()
+    else:
+        exchange.stored([None if v is None else v.to_bytes() for v in values])
+    return next_actions(exchange)
+
+
+def store_failed(exchange: Exchange, reason: str) -> Any:
+    exchange.store_failed(reason)
+    return next_actions(exchange)
 
 
 def client_left(exchange: Exchange) -> None:
     exchange.client_left()
 
 
-def stored(exchange: Exchange, values: Any) -> None:
-    """``values``: null, or an array of ``Uint8Array`` or null (a ``get``)."""
-    if values is None:
-        exchange.stored()
-    else:
-        exchange.stored([None if v is None else v.to_bytes() for v in values])
-
-
-def store_failed(exchange: Exchange, reason: str) -> None:
-    exchange.store_failed(reason)
-
-
-def crash(exchange: Exchange, message: str) -> None:
+def crash(exchange: Exchange, message: str) -> Any:
     """The JavaScript side failed: core answers with its 500 (or a stream's last event)."""
     exchange.crash(RuntimeError(message))
+    return next_actions(exchange)
 
 
 def record(exchange: Exchange) -> Any:

@@ -381,33 +381,34 @@ async function serve(core: Core, host: Host, request: Request, received: number)
     await new Promise<void>((resolve) => (pulled = resolve));
   }
 
-  async function nextEvent(): Promise<void> {
+  /** The next thing an open call reports, reported to core; the actions it leads to. */
+  async function nextEvent(): Promise<Action[]> {
     // Whichever open call has something first (a client that leaves stops them all, which
-    // ends each pending read at once).
-    const [call, event] = await Promise.race([...calls.values()].map((c) => c.next().then((e) => [c, e] as const)));
+    // ends each pending read at once); with one call, as most requests have, just its next.
+    const only = calls.size === 1 ? calls.values().next().value : undefined;
+    const [call, event] = only
+      ? [only, await only.next()]
+      : await Promise.race([...calls.values()].map((c) => c.next().then((e) => [c, e] as const)));
     call.taken();
-    if (!calls.has(call.id)) return; // stopped meanwhile
+    if (!calls.has(call.id)) return bridge.next_actions(exchange) as Action[]; // stopped meanwhile
     const [kind, a, b] = event;
-    if (kind === "data") bridge.data(exchange, call.id, a);
-    else if (kind === "answered") bridge.answered(exchange, call.id, a, b);
-    else {
-      calls.delete(call.id);
-      if (kind === "ended") bridge.ended(exchange, call.id);
-      else bridge.failed(exchange, call.id, a);
-    }
+    if (kind === "data") return bridge.data(exchange, call.id, a) as Action[];
+    if (kind === "answered") return bridge.answered(exchange, call.id, a, b) as Action[];
+    calls.delete(call.id);
+    return (kind === "ended" ? bridge.ended(exchange, call.id) : bridge.failed(exchange, call.id, a)) as Action[];
   }
 
-  async function readBody(): Promise<void> {
+  async function readBody(): Promise<Action[]> {
     const piece = await body.next(exchange.body_timeout as number);
     if (piece === "timeout" || piece === "aborted") {
-      bridge.body_failed(exchange, piece);
+      const actions = bridge.body_failed(exchange, piece) as Action[];
       if (piece === "aborted") leave();
-    } else {
-      bridge.body(exchange, piece[0], piece[1]);
+      return actions;
     }
+    return bridge.body(exchange, piece[0], piece[1]) as Action[];
   }
 
-  async function store(op: string, keys: string[], values: Uint8Array[], ttl: number): Promise<void> {
+  async function store(op: string, keys: string[], values: Uint8Array[], ttl: number): Promise<Action[]> {
     let read: Array<Uint8Array | undefined> | undefined; // undefined: Python's None
     try {
       const kept = host.store as Store; // core asks only a host that has one
@@ -415,17 +416,20 @@ async function serve(core: Core, host: Host, request: Request, received: number)
       else if (op === "put") await kept.put(keys, values, ttl);
       else await kept.delete(keys);
     } catch (error) {
-      bridge.store_failed(exchange, String(error).slice(0, 200));
-      return;
+      return bridge.store_failed(exchange, String(error).slice(0, 200)) as Action[];
     }
-    bridge.stored(exchange, read);
+    return bridge.stored(exchange, read) as Action[];
   }
 
   async function loop(): Promise<void> {
+    // Core's actions come in batches, each up to one that waits on this loop (a call's next
+    // event, the body, the store), which is answered with the next batch.
+    let actions = bridge.next_actions(exchange) as Action[];
+    let at = 0;
     for (;;) {
       if (gone) return;
-      const [kind, ...fields] = bridge.next_action(exchange) as Action;
-      if (kind === "wait") await nextEvent();
+      const [kind, ...fields] = actions[at++];
+      if (kind === "wait") [actions, at] = [await nextEvent(), 0];
       else if (kind === "write") await write(fields[0] as Uint8Array);
       else if (kind === "call") {
         const [id, method, target, headers, content] = fields as [number, string, string, Record<string, string>, unknown];
@@ -448,9 +452,9 @@ async function serve(core: Core, host: Host, request: Request, received: number)
           await write(content);
         }
       } else if (kind === "read_body") {
-        await readBody();
+        [actions, at] = [await readBody(), 0];
       } else if (kind === "store") {
-        await store(...(fields as [string, string[], Uint8Array[], number]));
+        [actions, at] = [await store(...(fields as [string, string[], Uint8Array[], number])), 0];
       } else {
         controller?.close(); // done
         return;
@@ -463,8 +467,7 @@ async function serve(core: Core, host: Host, request: Request, received: number)
       // A failure of this driver's own: core still says what the client gets (and the log line,
       // at error level); its name and message are logged here, never a body.
       log(host, "error", JSON.stringify({ message: "the driver failed", error: String(error).slice(0, 300) }));
-      bridge.crash(exchange, String(error));
-      const [kind, status, headers, content] = bridge.next_action(exchange) as Action;
+      const [kind, status, headers, content] = (bridge.crash(exchange, String(error)) as Action[])[0];
       if (kind === "respond") respond(new Response(content as Uint8Array, { status: status as number, headers: headers as Record<string, string> }));
       else if (kind === "write" && controller && !gone) controller.enqueue(status as Uint8Array);
       if (!gone) controller?.close();

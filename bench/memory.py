@@ -23,7 +23,7 @@ import httpx
 from bench.hosts import HOSTS
 from bench.support import AUTH, BENCH, LOAD_CORE, PYTHON, free_port, pinned, server, tree_rss_mb
 
-ROUNDS = int(os.environ.get("ROUNDS", 5))
+ROUNDS = int(os.environ.get("ROUNDS", 8))
 REQUESTS = 600
 CONCURRENCY = 100
 BODY = {"model": "fake-e300", "messages": [{"role": "user", "content": "hi"}], "stream": True}

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from adapters.transport import HTTP1Transport
 from adapters.upstream import failure_reason
-from tests.peers.serve import free_port, serving_process
+from tests.peers.serve import free_port, serving_process, threaded
 
 DATA = bytes(range(256)) * 40  # 10 KiB, every byte value
 PIECES = [DATA[i : i + 1000] for i in range(0, len(DATA), 1000)]
@@ -244,14 +244,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 @contextmanager
 def stdlib_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with threaded(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

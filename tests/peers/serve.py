@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import threading
 import time
@@ -36,6 +37,19 @@ def serve(app: Any, **options: Any) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def threaded(server: socketserver.BaseServer) -> Iterator[int]:
+    """A socketserver serving from a thread: its port while it runs."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])  # type: ignore[index]
+    finally:
+        server.shutdown()
+        server.server_close()
         thread.join(timeout=10)
 
 

@@ -4,7 +4,6 @@ real socket, and DynamoDB as moto's server, with the table ``serverless.yml`` de
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,7 +12,7 @@ import boto3
 from fakeredis import TcpFakeServer
 from moto.server import ThreadedMotoServer
 
-from tests.peers.serve import free_port
+from tests.peers.serve import free_port, threaded
 
 AWS = {"region_name": "us-east-1", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 # What the Lambda runtime would give boto3, for a process started on moto's AWS.
@@ -35,15 +34,8 @@ TABLE = {
 @contextmanager
 def redis_server() -> Iterator[str]:
     """A Redis server's URL while it runs."""
-    server = TcpFakeServer(("127.0.0.1", free_port()))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"redis://127.0.0.1:{server.server_address[1]}/0"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with threaded(TcpFakeServer(("127.0.0.1", free_port()))) as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 @contextmanager

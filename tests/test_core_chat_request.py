@@ -119,7 +119,7 @@ def test_openai_compat_body_keeps_client_fields_but_emulated_ones() -> None:
     assert body["stream"] is False and "stream_options" not in body  # one JSON answer
     assert body["top_p"] == 0.5 and body["seed"] == 7 and body["stop"] == "x" and body["max_tokens"] == 9
     streamed = openai_compat_body(parse(stream=True, stream_options={"include_usage": False}))
-    assert streamed["stream"] is True and streamed["stream_options"] == {"include_usage": True}  # usage, always
+    assert streamed["stream"] is True and streamed["stream_options"] == {"include_usage": True}  # always
 
 
 def test_parameters_ride_on_the_top_level_for_openai_compat() -> None:

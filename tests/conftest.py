@@ -121,10 +121,7 @@ async def bot_client(open_proxy: OpenProxy) -> AsyncIterator[openai.AsyncOpenAI]
 @pytest.fixture
 def proxy_url(proxy: Target) -> Iterator[str]:
     """The proxy at a real URL, for clients that need one (the in-process app under uvicorn)."""
-    if proxy.app is None:
-        yield proxy.url
-        return
-    with serve(proxy.app, lifespan="on") as url:
+    with proxy.served() as url:
         yield url
 
 

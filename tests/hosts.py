@@ -20,7 +20,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from adapters.stores import store_from_environ
 from core.settings import Settings
 from tests.peers.bots import POE_KEY
 from tests.peers.runtimes import ROOT
-from tests.peers.serve import free_port, serving_process
+from tests.peers.serve import free_port, serve, serving_process
 
 HOSTS = ("asgi", "serve", "netlify", "deno", "cloudflare")
 MAKE_TARGETS = {
@@ -109,6 +109,15 @@ class Target:
         """The request lines logged since ``mark``, parsed."""
         lines = self.log_text()[mark:].splitlines()
         return [json.loads(line[line.index("{") :]) for line in lines if '{"request_id"' in line]
+
+    @contextlib.contextmanager
+    def served(self) -> Iterator[str]:
+        """The proxy at a real URL, for clients that need one (the in-process app under uvicorn)."""
+        if self.app is None:
+            yield self.url
+        else:
+            with serve(self.app, lifespan="on") as url:
+                yield url
 
     def close(self) -> None:
         if self.app is not None:

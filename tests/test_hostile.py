@@ -19,7 +19,6 @@ from tests.conftest import OpenProxy
 from tests.hosts import Target
 from tests.peers.bots import POE_KEY
 from tests.peers.faulty import Answer, FaultyPoe
-from tests.peers.serve import serve
 from tests.test_logging import logged
 
 AUTH = {"Authorization": f"Bearer {POE_KEY}"}
@@ -421,6 +420,6 @@ def proxy_url_of() -> Iterator[Callable[[Target], str]]:
     with contextlib.ExitStack() as stack:
 
         def url(target: Target) -> str:
-            return target.url if target.app is None else stack.enter_context(serve(target.app, lifespan="on"))
+            return stack.enter_context(target.served())
 
         yield url

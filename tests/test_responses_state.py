@@ -11,7 +11,6 @@ platforms' own builds on them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -30,7 +29,6 @@ from tests.conftest import OpenProxy
 from tests.hosts import HOSTS, Target, missing_tool
 from tests.peers.bots import POE_KEY
 from tests.peers.runtimes import ROOT, npm_tool
-from tests.peers.serve import serve
 from tests.peers.stores import aws_server, create_table, dynamodb, redis_server
 
 WEATHER_TOOL = {
@@ -375,16 +373,6 @@ async def test_input_items_come_a_page_at_a_time(open_proxy: OpenProxy, backend:
 NODE = npm_tool("node")  # Node 22, which the AI SDK needs
 
 
-@contextlib.contextmanager
-def served(target: Target) -> Iterator[str]:
-    """The proxy at a real URL, for a client in another process."""
-    if target.app is None:
-        yield target.url
-    else:
-        with serve(target.app, lifespan="on") as url:
-            yield url
-
-
 @pytest.mark.skipif(
     NODE is None or not (ROOT / "tools/npm/node_modules/ai").is_dir(),
     reason="make test installs the AI SDK and Node 22 into tools/npm",
@@ -393,7 +381,7 @@ def served(target: Target) -> Iterator[str]:
 def test_the_ai_sdk_sends_earlier_answers_by_reference(open_proxy: OpenProxy, backend: str) -> None:
     """Vercel's AI SDK with its defaults (Responses API, ``store`` on): a second turn built from
     the first's ``response.messages``, the first generated or streamed, and a tool loop."""
-    with served(open_proxy(backend)) as url:
+    with open_proxy(backend).served() as url:
         done = subprocess.run(
             [str(NODE), str(ROOT / "tests" / "peers" / "ai_sdk.mjs"), f"{url}/v1", POE_KEY],
             capture_output=True,

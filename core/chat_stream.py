@@ -306,8 +306,26 @@ class _ChoiceStream:
         return chunks
 
 
+@dataclass(frozen=True, slots=True)
+class BotFile:
+    """A file a bot answered with (an image, a recording), as its ``file`` event named it."""
+
+    url: str
+    content_type: str
+    name: str
+
+
 class PoeStreamToChatChunks(_ChoiceStream):
-    """Poe bot-protocol events -> chat completion chunks, for one choice."""
+    """Poe bot-protocol events -> chat completion chunks, for one choice.
+
+    The files the bot answers with are kept in ``files``; ``file_links``: each is also a Markdown
+    link in the content (a chat client has nowhere else to show it).
+    """
+
+    def __init__(self, meta: CompletionMeta, *, file_links: bool = True, **options: Any) -> None:
+        super().__init__(meta, **options)
+        self._file_links = file_links
+        self.files: list[BotFile] = []
 
     def feed(self, event: ServerSentEvent) -> list[dict[str, Any]]:
         kind = event.event
@@ -343,13 +361,15 @@ class PoeStreamToChatChunks(_ChoiceStream):
         return chunks
 
     def _file(self, data: Mapping[str, Any]) -> list[dict[str, Any]]:
-        # A bot's output file (e.g. a generated image) becomes a Markdown link in the content.
-        url, name = data.get("url"), data.get("name")
+        url, name, content_type = data.get("url"), data.get("name"), data.get("content_type")
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             return []
-        label = name if isinstance(name, str) else "file"
-        content_type = data.get("content_type")
-        bang = "!" if isinstance(content_type, str) and content_type.startswith("image/") else ""
+        label = name if isinstance(name, str) and name else "file"
+        content_type = content_type if isinstance(content_type, str) else ""
+        self.files.append(BotFile(url, content_type, label))
+        if not self._file_links:
+            return []
+        bang = "!" if content_type.startswith("image/") else ""
         prefix = "\n\n" if self.content else ""
         return self._text(f"{prefix}{bang}[{label}]({url})")
 

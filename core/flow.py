@@ -327,6 +327,14 @@ class Context:
     def json(self, status: int, payload: Any) -> Respond:
         return Respond(status, {**JSON_HEADERS, **self.response_headers}, dumps(payload).encode())
 
+    def content(self, content_type: str, body: bytes) -> Respond:
+        """A 200 whose body is ``body`` (a file's bytes), of ``content_type``."""
+        return Respond(200, {"content-type": content_type, **self.response_headers}, body)
+
+    def stream(self, events: bytes) -> Respond:
+        """A 200 event stream whose events are all known at once."""
+        return Respond(200, {**SSE_HEADERS, **self.response_headers}, events)
+
     def error(self, error: OpenAIError) -> Respond:
         headers = {
             **JSON_HEADERS,

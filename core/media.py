@@ -92,7 +92,7 @@ def parse_media_part(part: dict[str, Any], kind: str, param: str, max_bytes: int
         return _media_from_url(file_data, "file", f"{param}.file.file_data", max_bytes, name=filename)
     raw = _decode_base64(file_data, f"{param}.file.file_data", max_bytes)
     return MediaPart(
-        kind="file", mime_type=_guess_mime(filename), name=filename, param=f"{param}.file", data=raw
+        kind="file", mime_type=guess_mime(filename), name=filename, param=f"{param}.file", data=raw
     )
 
 
@@ -128,7 +128,7 @@ def _media_from_url(
         filename = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or name
         return MediaPart(
             kind=kind,
-            mime_type=_guess_mime(filename, kind),
+            mime_type=guess_mime(filename, kind),
             name=filename,
             param=param,
             url=url,
@@ -175,7 +175,7 @@ _MIME_BY_EXTENSION = {
 }
 
 
-def _guess_mime(filename: str, kind: MediaKind = "file") -> str:
+def guess_mime(filename: str, kind: MediaKind = "file") -> str:
     extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
     fallback = "image/jpeg" if kind == "image" else "application/octet-stream"
     return _MIME_BY_EXTENSION.get(extension, fallback)

@@ -49,6 +49,14 @@ DEFAULT_ALIASES: Mapping[str, str] = {
     "gemini-2.0-flash": "Gemini-2.0-Flash",
     "gemini-2.5-pro": "Gemini-2.5-Pro",
     "gemini-2.5-flash": "Gemini-2.5-Flash",
+    # Images and speech (``/v1/images/*``, ``/v1/audio/speech``). Poe has no DALL-E 2: DALL-E 3
+    # answers for it. OpenAI's voices are not on Poe: ElevenLabs' bots read the text instead.
+    "gpt-image-1": "GPT-Image-1",
+    "dall-e-3": "DALL-E-3",
+    "dall-e-2": "DALL-E-3",
+    "tts-1": "ElevenLabs-v2.5-Turbo",
+    "tts-1-hd": "ElevenLabs-v3",
+    "gpt-4o-mini-tts": "ElevenLabs-v3",
 }
 
 # "-20241022", "-2024-08-06", "-latest" (but not "chatgpt-4o-latest", which is a name of its own).

@@ -8,6 +8,7 @@ as they are, before or during a stream.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable, Generator, Mapping
 from functools import partial
@@ -17,6 +18,7 @@ from urllib.parse import quote, urlencode
 from .calls import ChoiceCalls, JsonCalls, Wire
 from .chat_request import ChatRequest, parse_chat_request
 from .chat_stream import (
+    BotFile,
     ChatWire,
     CompletionMeta,
     Converter,
@@ -36,9 +38,14 @@ from .errors import (
     OpenAIError,
     StoreUnavailableError,
     scrub_all,
+    summarize_upstream_text,
 )
+from .files import fetch_files
 from .flow import Context, Emit, Flow, Respond, Step, Store, StoreStep, UpstreamRequest
+from .images import ImageRequest, image_events, images_response, parse_edit_form, parse_image_request
+from .media import guess_mime
 from .models import find_model, openai_model_list
+from .multipart import parse_form
 from .responses import (
     RelayWire,
     ResponseMeta,
@@ -49,6 +56,7 @@ from .responses import (
     response_text,
     unsupported,
 )
+from .speech import parse_speech_request, speech_events
 from .state import encode_id, load_ids, put
 from .structured import json_answer_problem, json_correction, with_json_correction
 from .uploads import attachment_from_upload, pending_uploads, upload_request
@@ -216,14 +224,24 @@ def choice_call(
             return call, OpenAICompletionToChat(meta, **options)
         converter: Converter = OpenAIStreamToChatChunks(meta, **options)
         return context.upstream("POST", "/v1/chat/completions", body, accept=accept), converter
+    return bot_call(context, chat, index, attachments, PoeStreamToChatChunks(meta, **options))
+
+
+def bot_call(
+    context: Context, chat: ChatRequest, index: int, attachments: Attachments, converter: Converter
+) -> tuple[UpstreamRequest, Converter]:
+    """The bot-protocol call of one choice (``index``), read by ``converter``."""
     query = poe_query(chat, QueryIds.from_hex(context.new_token(), chat.user), attachments)
     path = f"/bot/{quote(chat.bot, safe='')}"
-    return context.upstream("POST", path, query, accept=accept), PoeStreamToChatChunks(meta, **options)
+    return context.upstream("POST", path, query, accept="text/event-stream"), converter
 
 
-def upload_media(context: Context, chat: ChatRequest) -> Generator[Step, Any, Attachments]:
-    """Bot backend: inline media goes to Poe's upload API first (the OpenAI one takes it inline)."""
-    uploads = pending_uploads(chat) if context.settings.backend == "bot" else []
+def upload_media(
+    context: Context, chat: ChatRequest, *, bot: bool = False
+) -> Generator[Step, Any, Attachments]:
+    """Inline media goes to Poe's upload API first on the bot protocol (the bot backend, or
+    ``bot``); the OpenAI-compatible API takes it inline."""
+    uploads = pending_uploads(chat) if bot or context.settings.backend == "bot" else []
     if not uploads:
         return {}
     url, key = context.settings.poe_upload_url, context.api_key
@@ -537,6 +555,94 @@ def embeddings(context: Context) -> Flow:
     return context.json(200, join_embeddings(wanted, answers, batch_size))
 
 
+# -- images and speech (Poe's image and voice bots, over the bot protocol whatever the backend) --
+
+
+def image_generations(context: Context) -> Flow:
+    payload = parse_json_object((yield from context.read_body()))
+    return (yield from answer_images(context, parse_image_request(payload, context.settings)))
+
+
+def image_edits(context: Context) -> Flow:
+    body = yield from context.read_body()
+    fields = parse_form(body, context.headers.get("content-type", ""))
+    return (yield from answer_images(context, parse_edit_form(fields, context.settings)))
+
+
+def answer_images(context: Context, wanted: ImageRequest) -> Flow:
+    """The images the bot answers ``wanted`` with: their URLs, or their bytes."""
+    context.note(model=wanted.bot, stream=wanted.stream)
+    found = yield from bot_files(context, wanted.chat(), "image", param="prompt")
+    created = int(context.now)
+    content_types = [file.content_type for file, _ in found]
+    if wanted.response_format == "url" and not wanted.stream:
+        data = [{"url": file.url, **revised_prompt(words)} for file, words in found]
+        return context.json(200, images_response(created, data, content_types))
+    fetched = yield from fetch_files(context, [file.url for file, _ in found])
+    data = [
+        {"b64_json": base64.b64encode(file.data).decode(), **revised_prompt(words)}
+        for file, (_, words) in zip(fetched, found, strict=True)
+    ]
+    if wanted.stream:
+        return context.stream(image_events(wanted, created, data, content_types))
+    return context.json(200, images_response(created, data, content_types))
+
+
+def revised_prompt(words: str) -> dict[str, str]:
+    """What the bot said with its image (a bot that rewrites prompts says how), if anything."""
+    return {"revised_prompt": words} if words else {}
+
+
+def speech(context: Context) -> Flow:
+    payload = parse_json_object((yield from context.read_body()))
+    wanted = parse_speech_request(payload, context.settings)
+    context.note(model=wanted.bot)
+    [(file, _), *_] = yield from bot_files(context, wanted.chat(), "audio", param="input")
+    [audio] = yield from fetch_files(context, [file.url])
+    if wanted.stream_format == "sse":
+        return context.stream(speech_events(wanted, audio.data))
+    content_type = audio.content_type if audio.content_type.startswith("audio/") else file.content_type
+    return context.content(content_type, audio.data)
+
+
+def bot_files(
+    context: Context, chat: ChatRequest, kind: str, *, param: str
+) -> Generator[Step, Any, list[tuple[BotFile, str]]]:
+    """Ask ``chat.bot`` ``chat.n`` times; the files of type ``kind`` (``image``, ``audio``) in
+    its answers, each with the words of its answer. An answer without one is a 400 that carries
+    the bot's words (a refusal, a question back)."""
+    attachments = yield from upload_media(context, chat, bot=True)
+    meta = new_meta(context, "media", chat.bot, False)
+    planned = [
+        bot_call(
+            context,
+            chat,
+            index,
+            attachments,
+            PoeStreamToChatChunks(meta, index=index, streaming=False, file_links=False),
+        )
+        for index in range(chat.n)
+    ]
+    answers: list[PoeStreamToChatChunks] = yield ChoiceCalls(context, planned, [0] * chat.n)
+    found = []
+    for answer in answers:
+        words = answer.content.strip()
+        files = [
+            file
+            for file in answer.files
+            if (file.content_type or guess_mime(file.name)).startswith(f"{kind}/")
+        ]
+        if not files:
+            said = f": {summarize_upstream_text(words)}" if words else ", and said nothing"
+            raise InvalidRequestError(
+                f"The bot {chat.bot!r} answered without {'an image' if kind == 'image' else 'audio'}{said}",
+                param=param,
+                code="no_file_in_answer",
+            )
+        found += [(file, words) for file in files]
+    return found
+
+
 Routes = Mapping[str, Callable[[Context], Flow]]  # method -> flow
 ROUTES: dict[str, Routes] = {
     "chat/completions": {"POST": chat_completions},
@@ -544,4 +650,7 @@ ROUTES: dict[str, Routes] = {
     "responses": {"POST": responses},
     "embeddings": {"POST": embeddings},
     "models": {"GET": models},
+    "images/generations": {"POST": image_generations},
+    "images/edits": {"POST": image_edits},
+    "audio/speech": {"POST": speech},
 }

@@ -17,6 +17,8 @@ DEFAULT_POE_BASE_URL = "https://api.poe.com"
 DEFAULT_POE_UPLOAD_URL = "https://www.quora.com/poe_api/"
 DEFAULT_CHAT_MODEL = "claude-opus-4.5"
 DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
+DEFAULT_IMAGE_MODEL = "GPT-Image-1"
+DEFAULT_SPEECH_MODEL = "tts-1"
 
 
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}  # Python's
@@ -34,11 +36,14 @@ class Settings:
     backend: Backend = "bot"
     default_chat_model: str = DEFAULT_CHAT_MODEL
     default_embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    default_image_model: str = DEFAULT_IMAGE_MODEL
+    default_speech_model: str = DEFAULT_SPEECH_MODEL
     connect_timeout: float = 10.0
     read_timeout: float = 120.0  # longest silence between two upstream bytes
     body_timeout: float = 30.0  # the whole request body must arrive within this
     max_body_bytes: int = 10 * 1024 * 1024
     max_media_bytes: int = 7 * 1024 * 1024  # decoded; its base64 still fits in the body limit
+    max_file_bytes: int = 20 * 1024 * 1024  # a file a bot answered with, fetched by the proxy
     max_n: int = 8
     poe_api_key: str | None = None
     access_tokens: tuple[str, ...] = ()
@@ -105,11 +110,14 @@ class Settings:
             backend=backend,  # type: ignore[arg-type]  # checked above
             default_chat_model=text("DEFAULT_MODEL", DEFAULT_CHAT_MODEL),
             default_embedding_model=text("DEFAULT_EMBEDDING_MODEL", DEFAULT_EMBEDDING_MODEL),
+            default_image_model=text("DEFAULT_IMAGE_MODEL", DEFAULT_IMAGE_MODEL),
+            default_speech_model=text("DEFAULT_SPEECH_MODEL", DEFAULT_SPEECH_MODEL),
             connect_timeout=number("POE_CONNECT_TIMEOUT", 10.0, minimum=0.001),
             read_timeout=number("POE_READ_TIMEOUT", 120.0, minimum=0.001),
             body_timeout=number("BODY_TIMEOUT", 30.0, minimum=0.001),
             max_body_bytes=int(number("MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)),
             max_media_bytes=int(number("MAX_MEDIA_BYTES", 7 * 1024 * 1024, minimum=1)),
+            max_file_bytes=int(number("MAX_FILE_BYTES", 20 * 1024 * 1024, minimum=1024)),
             max_n=int(number("MAX_N", 8, minimum=1)),
             poe_api_key=poe_api_key,
             access_tokens=tokens,

@@ -17,10 +17,14 @@ are the upstream the proxy is tested against. Bots live at ``/bot/<name>`` like 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
+import struct
 import threading
 import uuid
+import wave
+import zlib
 from collections.abc import AsyncIterable
 from typing import Any
 
@@ -236,14 +240,124 @@ class ThinkingGatedBot(GatedBot):
     think_first = True
 
 
+def png(width: int, height: int, rgb: tuple[int, int, int] = (200, 80, 40)) -> bytes:
+    """A real PNG of one colour."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def wav(text: str) -> bytes:
+    """A real WAV, a tone a tenth of a second long per word of ``text``."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as recording:
+        recording.setnchannels(1)
+        recording.setsampwidth(2)
+        recording.setframerate(8000)
+        recording.writeframes(b"\x00\x10" * 800 * max(1, len(text.split())))
+    return out.getvalue()
+
+
+class Studio:
+    """What the image and voice bots share with the tests: the stand-in's own origin (where
+    they upload what they make, as a Poe bot uploads to Poe) and every request they got."""
+
+    def __init__(self) -> None:
+        self.origin = ""
+        self.requests: list[tuple[str, fp.QueryRequest]] = []  # (bot, its request)
+
+    def last(self, bot: str) -> fp.QueryRequest:
+        return next(request for name, request in reversed(self.requests) if name == bot)
+
+
+class MediaBot(fp.PoeBot):
+    """Answers as Poe's media bots do: the file it made, uploaded with ``post_message_attachment``,
+    leaves as a ``file`` event."""
+
+    def __init__(self, studio: Studio, name: str) -> None:
+        super().__init__(path=f"/bot/{name}", access_key=POE_KEY, should_insert_attachment_messages=False)
+        self.studio = studio
+        self.name = name
+
+    async def attach(self, request: fp.QueryRequest, data: bytes, filename: str) -> None:
+        await self.post_message_attachment(
+            message_id=request.message_id,
+            file_data=data,
+            filename=filename,
+            base_url=f"{self.studio.origin}/poe_api/",
+        )
+
+    async def get_response(self, request: fp.QueryRequest) -> AsyncIterable[fp.PartialResponse]:
+        self.studio.requests.append((self.name, request))
+        async for response in self.make(request, last_user_text(request)):
+            yield response
+
+    def make(self, request: fp.QueryRequest, prompt: str) -> AsyncIterable[fp.PartialResponse]:
+        raise NotImplementedError
+
+
+class ImageBot(MediaBot):
+    """Draws a PNG whose shape is the ``--aspect`` asked for (8 px a unit; 1:1 without one).
+
+    Given an image, it returns that image (an edit that changes nothing). A prompt that starts
+    with "refuse" gets words and no image. ``revises``: it says the prompt it drew, as DALL-E 3
+    rewrites prompts.
+    """
+
+    def __init__(self, studio: Studio, name: str, *, revises: bool = False) -> None:
+        super().__init__(studio, name)
+        self.revises = revises
+
+    async def make(self, request: fp.QueryRequest, prompt: str) -> AsyncIterable[fp.PartialResponse]:
+        if prompt.startswith("refuse"):
+            yield fp.PartialResponse(text="I can't draw that. Shall I draw a cat instead?")
+            return
+        attachments = request.query[-1].attachments
+        if attachments:
+            async with httpx.AsyncClient() as client:
+                image = (await client.get(attachments[0].url)).content
+        else:
+            aspect = re.search(r"--aspect (\d+):(\d+)", prompt)
+            width, height = (int(aspect[1]), int(aspect[2])) if aspect else (1, 1)
+            image = png(8 * width, 8 * height)
+        await self.attach(request, image, "image.png")
+        if self.revises:
+            yield fp.PartialResponse(text=f"A picture of {prompt.split(' --')[0]}")
+
+
+class VoiceBot(MediaBot):
+    """Reads the text aloud: a WAV as long as the text (without its ``--voice`` flag)."""
+
+    async def make(self, request: fp.QueryRequest, prompt: str) -> AsyncIterable[fp.PartialResponse]:
+        await self.attach(request, wav(prompt.split(" --voice ")[0]), "speech.wav")
+        return
+        yield  # an async generator that answers with its file alone
+
+
+IMAGE_BOTS = ("GPT-Image-1", "DALL-E-3")
+VOICE_BOTS = ("ElevenLabs-v2.5-Turbo", "ElevenLabs-v3")
+
 BOT_NAMES = (
     "echo", "claude-opus-4.5", "inspect", "script", "gated", "thinking", "weather", "firehose", "jsonbot",
 )  # fmt: skip
 
 
-def make_bot_server() -> Any:
+def make_bot_server(studio: Studio) -> Any:
     """A FastAPI app serving every test bot (no settings sync: no bot_name is set)."""
-    bots = [
+    bots: list[fp.PoeBot] = [
+        ImageBot(studio, "GPT-Image-1"),
+        ImageBot(studio, "DALL-E-3", revises=True),
+        *(VoiceBot(studio, name) for name in VOICE_BOTS),
         EchoBot(path="/bot/echo", access_key=POE_KEY),
         EchoBot(path="/bot/claude-opus-4.5", access_key=POE_KEY),
         InspectBot(path="/bot/inspect", access_key=POE_KEY),

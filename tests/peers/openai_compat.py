@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .bots import BOT_NAMES, POE_KEY
+from .bots import BOT_NAMES, POE_KEY, Studio
 from .openai_responses import responses_routes
 
 T = TypeVar("T")
@@ -134,6 +134,9 @@ class PeerState:
         self.fail_models = False
         # What Poe's file upload API received: attachment URL -> (name, content type, bytes, auth).
         self.uploads: dict[str, tuple[str, str, bytes, str | None]] = {}
+        # Each GET of an uploaded file: (its URL, the Authorization header it came with).
+        self.file_gets: list[tuple[str, str | None]] = []
+        self.studio = Studio()
 
 
 def make_openai_compat_routes(state: PeerState) -> list[Route]:
@@ -331,6 +334,15 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
         state.uploads[url] = (upload.filename or "", mime_type, data, auth)
         return JSONResponse({"attachment_url": url, "mime_type": mime_type})
 
+    async def poe_file(request: Request) -> Response:
+        """A file on "Poe's CDN": what the upload API was given, public (no key asked)."""
+        url = str(request.url)
+        state.file_gets.append((url, request.headers.get("authorization")))
+        if url not in state.uploads:
+            return error(404, "no such file")
+        _, mime_type, data, _ = state.uploads[url]
+        return Response(data, media_type=mime_type)
+
     def authorized(request: Request) -> Response | None:
         if request.headers.get("authorization") != f"Bearer {POE_KEY}":
             return error(401, "Invalid API key", "invalid_api_key")
@@ -339,6 +351,7 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
     return [
         *responses_routes(messages_from_bot, deltas, authorized),
         Route("/poe_api/file_upload_3RD_PARTY_POST", file_upload, methods=["POST"]),
+        Route("/poe_files/{digest}/{name}", poe_file, methods=["GET"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),

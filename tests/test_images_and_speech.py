@@ -1,0 +1,288 @@
+"""Images and speech on every host and both backends: the ``openai`` SDK and Open WebUI's own
+requests, Poe's image and voice bots (``fastapi_poe`` bots that upload what they make and answer
+with ``file`` events), the files served by the stand-in Poe."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socketserver
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import httpx
+import openai
+import pytest
+
+from tests.conftest import OpenProxy
+from tests.hosts import Target
+from tests.peers.bots import POE_KEY, png, png_size, wav
+from tests.peers.openai_compat import PeerState
+from tests.peers.serve import threaded
+
+PHOTO = png(4, 4, (10, 120, 200))
+MASK = png(4, 4, (0, 0, 0))
+AUTH = {"authorization": f"Bearer {POE_KEY}"}
+
+
+@pytest.fixture
+def media(open_proxy: OpenProxy, backend: str, poe_server: str) -> Target:
+    """The proxy, uploading to the stand-in Poe's file API (edits upload their images)."""
+    return open_proxy(backend, POE_UPLOAD_URL=f"{poe_server}/poe_api/")
+
+
+@pytest.fixture
+async def sdk(media: Target) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with media.sdk() as client:
+        yield client
+
+
+@pytest.fixture
+async def http(media: Target) -> AsyncIterator[httpx.AsyncClient]:
+    async with media.http(headers=AUTH) as client:
+        yield client
+
+
+def uploaded(poe_state: PeerState, data: bytes) -> list[str]:
+    """The URLs at which Poe's file API got ``data``."""
+    return [url for url, (_, _, kept, _) in poe_state.uploads.items() if kept == data]
+
+
+async def test_gpt_image_answers_with_the_images_bytes(sdk: openai.AsyncOpenAI, poe_state: PeerState) -> None:
+    result = await sdk.images.generate(prompt="a red square", n=2)  # the default model: GPT-Image-1
+    assert len(result.data) == 2
+    images = [base64.b64decode(item.b64_json or "") for item in result.data]
+    assert images == [png(8, 8)] * 2  # what the bot drew, fetched by the proxy
+    assert result.output_format == "png"
+    assert [item.revised_prompt for item in result.data] == [None, None]  # GPT-Image-1 says nothing
+    assert poe_state.studio.last("GPT-Image-1").query[-1].content == "a red square"
+    fetched = [auth for url, auth in poe_state.file_gets if url in uploaded(poe_state, png(8, 8))]
+    assert fetched and set(fetched) == {None}  # fetched with no key: Poe's file URLs are public
+
+
+async def test_size_and_quality_reach_the_bot_as_its_flags(
+    sdk: openai.AsyncOpenAI, poe_state: PeerState
+) -> None:
+    result = await sdk.images.generate(
+        model="gpt-image-1", prompt="a lighthouse", size="1536x1024", quality="high", background="opaque"
+    )
+    assert png_size(base64.b64decode(result.data[0].b64_json or "")) == (24, 16)  # a 3:2 image
+    asked = poe_state.studio.last("GPT-Image-1").query[-1].content
+    assert asked == "a lighthouse --aspect 3:2 --quality high"
+
+
+async def test_dall_e_answers_with_poes_url_which_the_proxy_does_not_fetch(
+    sdk: openai.AsyncOpenAI, poe_state: PeerState
+) -> None:
+    gets = len(poe_state.file_gets)
+    result = await sdk.images.generate(
+        model="dall-e-3", prompt="a lighthouse", size="1792x1024", quality="hd", style="vivid"
+    )
+    [image] = result.data
+    assert image.url in poe_state.uploads and image.b64_json is None
+    assert image.revised_prompt == "A picture of a lighthouse"  # the bot's own words
+    assert len(poe_state.file_gets) == gets  # nothing fetched
+    assert poe_state.studio.last("DALL-E-3").query[-1].content == "a lighthouse --aspect 16:9 --quality high"
+    async with httpx.AsyncClient() as client:  # the URL works for the client itself
+        assert (await client.get(image.url or "")).content == png(128, 72)  # 16:9, 8 px a unit
+
+
+async def test_an_edit_uploads_the_image_and_its_mask_and_attaches_them(
+    sdk: openai.AsyncOpenAI, poe_state: PeerState
+) -> None:
+    result = await sdk.images.edit(
+        model="gpt-image-1",
+        image=("photo.png", PHOTO, "image/png"),
+        mask=("mask.png", MASK, "image/png"),
+        prompt="make the sky green",
+        size="1024x1024",
+    )
+    assert base64.b64decode(result.data[0].b64_json or "") == PHOTO  # the bot was given the photo
+    message = poe_state.studio.last("GPT-Image-1").query[-1]
+    assert message.content == "make the sky green --aspect 1:1"
+    assert [(a.name, a.content_type) for a in message.attachments] == [
+        ("photo.png", "image/png"),
+        ("mask.png", "image/png"),
+    ]
+    assert [poe_state.uploads[a.url][2] for a in message.attachments] == [PHOTO, MASK]
+
+
+async def test_an_edit_of_several_images_attaches_each(sdk: openai.AsyncOpenAI, poe_state: PeerState) -> None:
+    other = png(2, 2)
+    result = await sdk.images.edit(
+        model="dall-e-3",
+        image=[("a.png", PHOTO, "image/png"), ("b.png", other, "image/png")],  # sent as image[]
+        prompt="put them side by side",
+        response_format="b64_json",
+    )
+    assert base64.b64decode(result.data[0].b64_json or "") == PHOTO
+    attachments = poe_state.studio.last("DALL-E-3").query[-1].attachments
+    assert [poe_state.uploads[a.url][2] for a in attachments] == [PHOTO, other]
+
+
+async def test_streamed_images_end_with_their_completed_events(sdk: openai.AsyncOpenAI) -> None:
+    stream = await sdk.images.generate(
+        model="gpt-image-1", prompt="a red square", size="1024x1536", stream=True
+    )
+    events = [event async for event in stream]
+    assert [event.type for event in events] == ["image_generation.completed"]
+    completed = events[0]
+    assert completed.type == "image_generation.completed"
+    assert png_size(base64.b64decode(completed.b64_json)) == (16, 24)
+    assert (completed.size, completed.output_format) == ("1024x1536", "png")
+
+
+async def test_speech_is_the_voice_bots_audio(sdk: openai.AsyncOpenAI, poe_state: PeerState) -> None:
+    spoken = await sdk.audio.speech.create(model="tts-1", voice="alloy", input="hello from the proxy")
+    assert spoken.content == wav("hello from the proxy")
+    assert spoken.response.headers["content-type"].startswith("audio/")
+    # OpenAI's voices are not ElevenLabs': the bot keeps its own default voice.
+    assert poe_state.studio.last("ElevenLabs-v2.5-Turbo").query[-1].content == "hello from the proxy"
+
+
+async def test_a_voice_of_the_bots_own_reaches_it_as_its_flag(
+    sdk: openai.AsyncOpenAI, poe_state: PeerState
+) -> None:
+    spoken = await sdk.audio.speech.create(
+        model="tts-1-hd", voice="Eric", input="good evening", response_format="mp3", speed=1.5
+    )
+    assert spoken.content == wav("good evening")
+    assert poe_state.studio.last("ElevenLabs-v3").query[-1].content == "good evening --voice Eric"
+
+
+async def test_speech_as_server_sent_events(http: httpx.AsyncClient) -> None:
+    body = {"model": "gpt-4o-mini-tts", "voice": "coral", "input": "one two three", "stream_format": "sse"}
+    response = await http.post("/v1/audio/speech", json=body)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
+    assert [event["type"] for event in events] == ["speech.audio.delta", "speech.audio.done"]
+    assert base64.b64decode(events[0]["audio"]) == wav("one two three")
+
+
+async def test_a_bot_that_answers_without_an_image_is_a_400_with_its_words(sdk: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        await sdk.images.generate(model="dall-e-3", prompt="refuse: a dragon")
+    error = raised.value.body
+    assert isinstance(error, dict)
+    assert (error["param"], error["code"]) == ("prompt", "no_file_in_answer")
+    assert "Shall I draw a cat instead?" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("images/generations", {}, "prompt"),
+        ("images/generations", {"prompt": "x", "n": 0}, "n"),
+        ("images/generations", {"prompt": "x", "n": "two"}, "n"),
+        ("images/generations", {"prompt": "x", "response_format": "gif"}, "response_format"),
+        ("images/generations", {"prompt": "x", "size": "big"}, "size"),
+        ("images/generations", {"prompt": "x", "quality": 3}, "quality"),
+        ("audio/speech", {"model": "tts-1", "input": "hi"}, "voice"),
+        ("audio/speech", {"model": "tts-1", "voice": "alloy"}, "input"),
+        ("audio/speech", {"model": "tts-1", "voice": "alloy", "input": "hi", "response_format": "ogg"},
+         "response_format"),
+        ("audio/speech", {"model": "tts-1", "voice": "alloy", "input": "hi", "speed": 9}, "speed"),
+    ],
+)  # fmt: skip
+async def test_a_bad_field_is_a_400_naming_it(
+    http: httpx.AsyncClient, path: str, body: dict[str, Any], param: str
+) -> None:
+    response = await http.post(f"/v1/{path}", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == param
+
+
+async def test_an_edit_needs_a_form_with_an_image(http: httpx.AsyncClient) -> None:
+    as_json = await http.post("/v1/images/edits", json={"prompt": "x"})
+    assert (as_json.status_code, as_json.json()["error"]["code"]) == (400, "invalid_content_type")
+    no_image = await http.post("/v1/images/edits", data={"prompt": "x"}, files={"mask": ("m.png", MASK)})
+    assert (no_image.status_code, no_image.json()["error"]["param"]) == (400, "image")
+    cut = await http.post(
+        "/v1/images/edits",
+        content=b'--b\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nx',
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+    assert (cut.status_code, cut.json()["error"]["code"]) == (400, "invalid_body")
+
+
+async def test_open_webuis_own_requests(media: Target, poe_state: PeerState) -> None:
+    """What Open WebUI sends (backend/open_webui/routers/images.py and audio.py, with aiohttp)."""
+    with media.served() as url:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
+            generation = {
+                "model": "dall-e-3",
+                "prompt": "a fox",
+                "n": 1,
+                "size": "512x512",
+                "response_format": "b64_json",
+            }
+            async with session.post(f"{url}/v1/images/generations", json=generation) as response:
+                assert response.status == 200
+                [image] = (await response.json())["data"]
+            assert png_size(base64.b64decode(image["b64_json"])) == (8, 8)
+
+            form = aiohttp.FormData()
+            fields = {
+                "model": "gpt-image-1",
+                "prompt": "a hat",
+                "n": 1,
+                "size": "1024x1024",
+                "background": "transparent",
+                "response_format": "b64_json",
+            }
+            for key, value in fields.items():
+                form.add_field(key, str(value))
+            form.add_field("image[]", PHOTO, filename="0f1e.png", content_type="image/png")
+            async with session.post(f"{url}/v1/images/edits", data=form) as response:
+                assert response.status == 200
+                [edited] = (await response.json())["data"]
+            assert base64.b64decode(edited["b64_json"]) == PHOTO
+
+            speech = {"input": "hello there", "voice": "alloy", "model": "tts-1"}
+            async with session.post(f"{url}/v1/audio/speech", json=speech) as response:
+                assert response.status == 200
+                assert await response.read() == wav("hello there")
+
+
+class Knocks(socketserver.TCPServer):
+    """Counts the connections made to it, and answers none."""
+
+    allow_reuse_address = True
+    knocks = 0
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        self.knocks += 1
+
+
+@pytest.fixture
+def private_server() -> Iterator[Knocks]:
+    with Knocks(("127.0.0.1", 0), socketserver.BaseRequestHandler) as server, threaded(server):
+        yield server
+
+
+def scripted_file(url: str) -> str:
+    """The prompt that makes the script bot answer with a file at ``url``."""
+    return json.dumps([["file", url, "image/png", "image.png"]])
+
+
+async def assert_refused(sdk: openai.AsyncOpenAI, url: str) -> None:
+    """A ``b64_json`` image whose file is at ``url`` is a 502 ``upstream_file_refused``."""
+    with pytest.raises(openai.APIStatusError) as raised:
+        await sdk.images.generate(model="script", prompt=scripted_file(url), response_format="b64_json")
+    assert raised.value.status_code == 502
+    assert isinstance(raised.value.body, dict) and raised.value.body["code"] == "upstream_file_refused"
+
+
+async def test_a_file_at_a_private_plain_http_url_is_never_fetched(
+    sdk: openai.AsyncOpenAI, private_server: Knocks
+) -> None:
+    """A bot's URL that is neither HTTPS nor Poe's own origin (here: another port on the host,
+    as a VPC's service or a cloud's metadata address would be) gets a 502, and no connection."""
+    url = f"http://127.0.0.1:{private_server.server_address[1]}/latest/meta-data/image.png"
+    await assert_refused(sdk, url)
+    assert private_server.knocks == 0
+    handed_out = await sdk.images.generate(model="script", prompt=scripted_file(url), response_format="url")
+    assert handed_out.data[0].url == url  # as a URL it is the client's to fetch, or not
+    assert private_server.knocks == 0

@@ -143,7 +143,14 @@ class FetchUpstream:
 
     async def send(self, call: StartCall) -> FetchResponse:
         abort = js.AbortController.new()
-        init: dict[str, Any] = {"method": call.method, "headers": call.headers, "signal": abort.signal}
+        # "manual": a redirect is core's to follow or not (it checks where one leads), as on the
+        # asyncio hosts, whose client follows none.
+        init: dict[str, Any] = {
+            "method": call.method,
+            "headers": call.headers,
+            "signal": abort.signal,
+            "redirect": "manual",
+        }
         if call.body is not None:
             init["body"] = _buffer(call.body)
         deadline = Deadline(abort, self._read_timeout)  # the head (connecting included), then each read

@@ -433,8 +433,10 @@ async function serve(core: Core, host: Host, request: Request, received: number)
       else if (kind === "write") await write(fields[0] as Uint8Array);
       else if (kind === "call") {
         const [id, method, target, headers, content] = fields as [number, string, string, Record<string, string>, unknown];
-        const request = (signal: AbortSignal) =>
-          (host.fetch ?? fetch)(target, { method, headers, body: bytesOrNull(content), signal });
+        // "manual": a redirect is core's to follow or not (it checks where one leads), as on
+        // the asyncio hosts, whose client follows none.
+        const init: RequestInit = { method, headers, body: bytesOrNull(content), redirect: "manual" };
+        const request = (signal: AbortSignal) => (host.fetch ?? fetch)(target, { ...init, signal });
         // The head (connecting included) and each later read get the read timeout, as httpx
         // gives the asyncio hosts' calls once connected.
         calls.set(id, new Call(id, request, { head: core.readTimeout, read: core.readTimeout }));

@@ -9,6 +9,7 @@ import json
 import socketserver
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import httpx
@@ -285,4 +286,14 @@ async def test_a_file_at_a_private_plain_http_url_is_never_fetched(
     assert private_server.knocks == 0
     handed_out = await sdk.images.generate(model="script", prompt=scripted_file(url), response_format="url")
     assert handed_out.data[0].url == url  # as a URL it is the client's to fetch, or not
+    assert private_server.knocks == 0
+
+
+async def test_a_redirect_to_a_private_plain_http_url_is_not_followed(
+    sdk: openai.AsyncOpenAI, poe_server: str, private_server: Knocks
+) -> None:
+    """Poe's own origin may redirect, but only to where the proxy may fetch: no host's HTTP
+    client follows a redirect by itself (a browser-style ``fetch`` would, to anywhere)."""
+    private = f"http://127.0.0.1:{private_server.server_address[1]}/latest/meta-data/image.png"
+    await assert_refused(sdk, f"{poe_server}/poe_files/moved?{urlencode({'to': private})}")
     assert private_server.knocks == 0

@@ -24,7 +24,7 @@ import fastapi_poe.client
 import httpx
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .bots import BOT_NAMES, POE_KEY, Studio
@@ -343,6 +343,11 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
         _, mime_type, data, _ = state.uploads[url]
         return Response(data, media_type=mime_type)
 
+    async def moved_file(request: Request) -> Response:
+        """A file that has moved to ``?to=`` (a CDN redirecting elsewhere)."""
+        state.file_gets.append((str(request.url), request.headers.get("authorization")))
+        return RedirectResponse(request.query_params["to"], 302)
+
     def authorized(request: Request) -> Response | None:
         if request.headers.get("authorization") != f"Bearer {POE_KEY}":
             return error(401, "Invalid API key", "invalid_api_key")
@@ -351,6 +356,7 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
     return [
         *responses_routes(messages_from_bot, deltas, authorized),
         Route("/poe_api/file_upload_3RD_PARTY_POST", file_upload, methods=["POST"]),
+        Route("/poe_files/moved", moved_file, methods=["GET"]),
         Route("/poe_files/{digest}/{name}", poe_file, methods=["GET"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),

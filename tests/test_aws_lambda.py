@@ -33,7 +33,7 @@ import openai
 import pytest
 from packaging.requirements import Requirement
 
-from tests.peers.bots import POE_KEY, assert_streams_token_by_token
+from tests.peers.bots import POE_KEY, assert_streams_token_by_token, wav
 from tests.peers.lambda_events import SHAPES
 from tests.peers.runtimes import npm_tool, python312
 from tests.peers.serve import free_port, serving_process
@@ -372,8 +372,11 @@ def test_every_event_shape_gets_the_proxys_answers(
         make("POST", "/v1/chat/completions", {"Content-Type": "application/json"}, chat_body("x")),
         make("GET", "/", {}, None),
         make("POST", "/chat/completions", AUTH, "{not json"),
+        make(
+            "POST", "/v1/audio/speech", AUTH, json.dumps({"model": "tts-1", "voice": "alloy", "input": "hi"})
+        ),
     ]
-    chat, stream, preflight, no_key, root, bad = invoke(template, bundle, runtime, moto_url, events)
+    chat, stream, preflight, no_key, root, bad, speech = invoke(template, bundle, runtime, moto_url, events)
 
     assert chat["statusCode"] == 200
     assert json.loads(body_of(chat))["choices"][0]["message"]["content"] == "hello lambda"
@@ -396,6 +399,11 @@ def test_every_event_shape_gets_the_proxys_answers(
         assert response["statusCode"] == status
         assert json.loads(body_of(response))["error"]["code"] == code
         assert headers_of(response)["access-control-allow-origin"] == "*"
+
+    # Bytes that are not text go back base64-encoded, as API Gateway and Lambda take them.
+    assert (speech["statusCode"], speech["isBase64Encoded"]) == (200, True)
+    assert headers_of(speech)["content-type"].startswith("audio/")
+    assert base64.b64decode(speech["body"]) == wav("hi")
 
 
 @pytest.fixture

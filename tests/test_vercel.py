@@ -28,7 +28,7 @@ from adapters.app import create_app
 from adapters.stores import store_from_environ
 from core.settings import Settings
 from tests.hosts import Target
-from tests.peers.bots import POE_KEY, assert_streams_token_by_token
+from tests.peers.bots import POE_KEY, assert_streams_token_by_token, wav
 from tests.peers.runtimes import ROOT, npm_tool, python312
 from tests.peers.serve import free_port, serving_process
 from tests.peers.stores import redis_server
@@ -162,6 +162,8 @@ def test_vercel_dev_answers_the_sdk_and_the_edges(vercel_dev: str) -> None:
     client = openai.OpenAI(base_url=f"{vercel_dev}/v1", api_key=POE_KEY, max_retries=0)
     reply = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi vercel"}])
     assert reply.choices[0].message.content == "hi vercel"
+    spoken = client.audio.speech.create(model="tts-1", voice="alloy", input="hi vercel")
+    assert spoken.content == wav("hi vercel")  # a file's bytes, unchanged on the way
 
     root = httpx.get(vercel_dev, timeout=10)
     assert root.status_code == 404

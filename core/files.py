@@ -67,8 +67,9 @@ def may_fetch(url: str, poe_origins: Sequence[str]) -> bool:
 
 
 class FetchFiles(CallGroup):
-    """One GET per URL; ``result``: a ``Fetched`` or a ``Redirect`` for each, in order. A file
-    over ``limit`` bytes, or a status that is neither 200 nor a redirect, fails the group."""
+    """One GET per URL; ``result``: a ``Fetched`` or a ``Redirect`` for each, in order. Files
+    over ``limit`` bytes together, or a status that is neither 200 nor a redirect, fail the
+    group."""
 
     def __init__(self, context: Context, urls: Sequence[str], limit: int) -> None:
         headers = {"user-agent": USER_AGENT, "accept": "*/*"}
@@ -76,6 +77,7 @@ class FetchFiles(CallGroup):
         self._urls = urls
         self._limit = limit
         self._bodies = [bytearray() for _ in urls]
+        self.size = 0  # bytes read, all files together
         self._types = ["application/octet-stream"] * len(urls)
         self.result: list[Fetched | Redirect | None] = [None] * len(urls)
         self._left = len(urls)
@@ -88,15 +90,15 @@ class FetchFiles(CallGroup):
         if status != 200:
             return super().answered(index, status, headers)
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._limit:
-            return self._fail(self._too_large(index))
+        if declared.isdigit() and self.size + int(declared) > self._limit:
+            return self._fail(self._too_large())
         self._types[index] = headers.get("content-type") or self._types[index]
         return []
 
     def _body(self, index: int, data: bytes) -> list[Action]:
-        body = self._bodies[index]
-        body.extend(data)
-        return self._fail(self._too_large(index)) if len(body) > self._limit else []
+        self._bodies[index].extend(data)
+        self.size += len(data)
+        return self._fail(self._too_large()) if self.size > self._limit else []
 
     def _end(self, index: int) -> list[Action]:
         self.result[index] = Fetched(bytes(self._bodies[index]), self._types[index])
@@ -119,21 +121,23 @@ class FetchFiles(CallGroup):
             )
         )
 
-    def _too_large(self, index: int) -> UpstreamError:
+    def _too_large(self) -> UpstreamError:
         return UpstreamError(
-            f"The file the bot answered with is larger than the limit of {self._limit} bytes "
-            "(MAX_FILE_BYTES).",
+            f"The files the bot answered with are larger than the limit of {self._limit} bytes "
+            "(MAX_FILE_BYTES, for all the files of one request).",
             code="upstream_file_too_large",
         )
 
 
 def fetch_files(context: Context, urls: Sequence[str]) -> Generator[Step, Any, list[Fetched]]:
     """The bytes of each of ``urls``, following redirects; each URL, and each place a redirect
-    leads, checked with ``may_fetch`` first."""
+    leads, checked with ``may_fetch`` first. ``MAX_FILE_BYTES`` bounds them all together: what
+    one request may make a host hold."""
     settings = context.settings
     poe = (settings.poe_base_url, settings.poe_upload_url)
     wanted = list(urls)
     found: list[Fetched | None] = [None] * len(wanted)
+    budget = settings.max_file_bytes
     for _ in range(MAX_REDIRECTS + 1):
         pending = [i for i, file in enumerate(found) if file is None]
         if not pending:
@@ -145,7 +149,9 @@ def fetch_files(context: Context, urls: Sequence[str]) -> Generator[Step, Any, l
                     f"Poe's own origin): {urlsplit(wanted[i]).scheme}://{urlsplit(wanted[i]).hostname}.",
                     code="upstream_file_refused",
                 )
-        answers = yield FetchFiles(context, [wanted[i] for i in pending], settings.max_file_bytes)
+        step = FetchFiles(context, [wanted[i] for i in pending], budget)
+        answers = yield step
+        budget -= step.size
         for i, answer in zip(pending, answers, strict=True):
             if isinstance(answer, Redirect):
                 wanted[i] = answer.location

@@ -110,6 +110,21 @@ def test_a_file_over_the_limit_is_a_502_and_its_call_is_stopped(declared: bool) 
     assert StopCall(1, False) in host.stopped  # the file's call: closed, not read on
 
 
+def test_the_limit_holds_for_all_of_a_requests_files_together() -> None:
+    settings = Settings.from_mapping({"POE_BASE_URL": "http://poe.test", "MAX_FILE_BYTES": "1024"})
+
+    def script(call: StartCall) -> list[Event]:
+        if "/bot/" in call.url:
+            return image_bot("https://cdn.poe.test/half.png")
+        return [("answered", 200, {"content-length": "700"}), ("data", bytes(700)), ("ended",)]
+
+    alone = generate(script, settings)
+    assert alone.response is not None and alone.response.status == 200
+    two = generate(script, settings, n=2)  # 1,400 bytes in all
+    assert two.response is not None and two.response.status == 502
+    assert two.json()["error"]["code"] == "upstream_file_too_large"
+
+
 def test_a_file_the_cdn_will_not_give_is_a_502() -> None:
     def script(call: StartCall) -> list[Event]:
         if "/bot/" in call.url:

@@ -40,6 +40,7 @@ _QUALITY_FLAG = {
     "max": "high",
 }
 _FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp", "image/gif": "gif"}
+VARIATION_PROMPT = "Make a variation of this image."
 # Fields of a form (``/v1/images/edits``) that are numbers or booleans in JSON.
 _FORM_INTEGERS = ("n", "output_compression", "partial_images")
 _FORM_BOOLEANS = ("stream",)
@@ -146,9 +147,12 @@ def parse_image_request(
     )
 
 
-def parse_edit_form(fields: Sequence[FormField], settings: Settings) -> ImageRequest:
-    """An edit's form: its files (``image`` or ``image[]``, one or more; ``mask``) and fields."""
-    body: dict[str, Any] = {}
+def parse_edit_form(
+    fields: Sequence[FormField], settings: Settings, *, variation: bool = False
+) -> ImageRequest:
+    """An edit's form: its files (``image`` or ``image[]``, one or more; ``mask``) and fields.
+    A ``variation`` (``/v1/images/variations``) has no prompt: the bot is asked for one."""
+    body: dict[str, Any] = {"prompt": VARIATION_PROMPT} if variation else {}
     images: list[MediaPart] = []
     mask: MediaPart | None = None
     for form_field in fields:

@@ -563,10 +563,11 @@ def image_generations(context: Context) -> Flow:
     return (yield from answer_images(context, parse_image_request(payload, context.settings)))
 
 
-def image_edits(context: Context) -> Flow:
+def image_edits(context: Context, *, variation: bool = False) -> Flow:
     body = yield from context.read_body()
     fields = parse_form(body, context.headers.get("content-type", ""))
-    return (yield from answer_images(context, parse_edit_form(fields, context.settings)))
+    wanted = parse_edit_form(fields, context.settings, variation=variation)
+    return (yield from answer_images(context, wanted))
 
 
 def answer_images(context: Context, wanted: ImageRequest) -> Flow:
@@ -652,5 +653,6 @@ ROUTES: dict[str, Routes] = {
     "models": {"GET": models},
     "images/generations": {"POST": image_generations},
     "images/edits": {"POST": image_edits},
+    "images/variations": {"POST": partial(image_edits, variation=True)},
     "audio/speech": {"POST": speech},
 }

@@ -122,6 +122,17 @@ async def test_an_edit_of_several_images_attaches_each(sdk: openai.AsyncOpenAI, 
     assert [poe_state.uploads[a.url][2] for a in attachments] == [PHOTO, other]
 
 
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # OpenAI deprecates variations
+async def test_a_variation_asks_the_bot_for_one_of_the_image(
+    sdk: openai.AsyncOpenAI, poe_state: PeerState
+) -> None:
+    result = await sdk.images.create_variation(image=("photo.png", PHOTO, "image/png"), size="512x512")
+    assert base64.b64decode(result.data[0].b64_json or "") == PHOTO
+    message = poe_state.studio.last("GPT-Image-1").query[-1]
+    assert message.content == "Make a variation of this image. --aspect 1:1"
+    assert [poe_state.uploads[a.url][2] for a in message.attachments] == [PHOTO]
+
+
 async def test_streamed_images_end_with_their_completed_events(sdk: openai.AsyncOpenAI) -> None:
     stream = await sdk.images.generate(
         model="gpt-image-1", prompt="a red square", size="1024x1536", stream=True

@@ -144,9 +144,11 @@ def fetch_files(context: Context, urls: Sequence[str]) -> Generator[Step, Any, l
             return [file for file in found if file is not None]
         for i in pending:
             if not may_fetch(wanted[i], poe):
+                origin = _origin(wanted[i])
+                where = f" ({origin[0]}://{origin[1]})" if origin else ""
                 raise UpstreamError(
-                    "The bot answered with a file at a URL the proxy does not fetch (only HTTPS, or "
-                    f"Poe's own origin): {urlsplit(wanted[i]).scheme}://{urlsplit(wanted[i]).hostname}.",
+                    "The bot answered with a file at a URL the proxy does not fetch: only HTTPS to "
+                    f"a public host, or Poe's own origin{where}.",
                     code="upstream_file_refused",
                 )
         step = FetchFiles(context, [wanted[i] for i in pending], budget)

@@ -45,6 +45,7 @@ IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
         ("ftp://pfst.cf2.poecdn.net/image.png", False),
         ("https:///image.png", False),
         ("https://pfst.cf2.poecdn.net:99999/image.png", False),  # a port that cannot be
+        ("https://[::1/image.png", False),  # not a URL at all
     ],
 )
 def test_which_file_urls_the_proxy_fetches(url: str, fetched: bool) -> None:
@@ -92,6 +93,23 @@ def test_a_redirect_to_a_private_address_is_not_followed() -> None:
     assert host.response is not None and host.response.status == 502
     assert host.json()["error"]["code"] == "upstream_file_refused"
     assert len(host.calls) == 2  # the bot, the first GET: nothing at the address
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "code"),
+    [
+        ("http://10.0.0.5/image.png", 502, "upstream_file_refused"),
+        ("https://[::1/image.png", 502, "upstream_file_refused"),
+        ("file:///etc/passwd", 400, "no_file_in_answer"),  # not even taken for a file
+    ],
+)
+def test_a_file_at_a_url_the_proxy_does_not_fetch_is_an_error_and_no_call(
+    url: str, status: int, code: str
+) -> None:
+    host = generate(lambda call: image_bot(url))
+    assert host.response is not None and host.response.status == status
+    assert host.json()["error"]["code"] == code
+    assert len(host.calls) == 1  # the bot's
 
 
 @pytest.mark.parametrize("declared", [True, False])

@@ -602,8 +602,8 @@ def speech(context: Context) -> Flow:
     [audio] = yield from fetch_files(context, [file.url])
     if wanted.stream_format == "sse":
         return context.stream(speech_events(wanted, audio.data))
-    content_type = audio.content_type if audio.content_type.startswith("audio/") else file.content_type
-    return context.content(content_type, audio.data)
+    said = (audio.content_type, file.content_type, guess_mime(file.name))  # the server's first
+    return context.content(next((t for t in said if t.startswith("audio/")), "audio/mpeg"), audio.data)
 
 
 def bot_files(

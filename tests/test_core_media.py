@@ -250,3 +250,16 @@ def test_media_request_parsing(body: dict[str, Any]) -> None:
 def test_any_body_is_a_form_or_a_400(body: bytes, content_type: str) -> None:
     for candidate in (body, b"--b\r\n" + body):  # as it is, and as the start of a first part
         only_openai_errors(lambda form=candidate: parse_edit_form(parse_form(form, content_type), SETTINGS))
+
+
+def test_speech_takes_its_content_type_from_the_first_that_names_audio() -> None:
+    def script(call: StartCall) -> list[Event]:
+        if "/bot/" in call.url:
+            file = {"url": "https://cdn.poe.test/s", "content_type": "", "name": "speech.mp3"}
+            return [("answered", 200, {}), ("data", sse(("file", file), ("done", {}))), ("ended",)]
+        return [("answered", 200, {"content-type": "application/octet-stream"}), ("data", b"ID3"), ("ended",)]
+
+    body = json.dumps({"model": "tts-1", "voice": "alloy", "input": "hi"}).encode()
+    host = Host(script).run(request("POST", "/v1/audio/speech"), body)
+    assert host.response is not None and host.response.headers["content-type"] == "audio/mpeg"
+    assert host.body == b"ID3"

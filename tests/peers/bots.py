@@ -12,6 +12,9 @@ are the upstream the proxy is tested against. Bots live at ``/bot/<name>`` like 
   ``["text", s]``, ``["replace", s]``, ``["sleep", seconds]``, ``["json", obj]``,
   ``["error", text, allow_retry, error_type]``, ``["meta"]``, ``["file", url, type, name]``,
   ``["raise"]``.
+* ``GPT-Image-1``, ``DALL-E-3`` (``ImageBot``) and ``ElevenLabs-v2.5-Turbo``, ``ElevenLabs-v3``
+  (``VoiceBot``): Poe's image and voice bots, answering with the file they made as a ``file``
+  event, the file uploaded to (and served by) the stand-in Poe.
 """
 
 from __future__ import annotations
@@ -344,7 +347,6 @@ class VoiceBot(MediaBot):
         yield  # an async generator that answers with its file alone
 
 
-IMAGE_BOTS = ("GPT-Image-1", "DALL-E-3")
 VOICE_BOTS = ("ElevenLabs-v2.5-Turbo", "ElevenLabs-v3")
 
 BOT_NAMES = (

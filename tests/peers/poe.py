@@ -2,7 +2,9 @@
 
 * ``/bot/<name>``: the bot protocol, served by real ``fastapi_poe`` bots (``bots.py``);
 * ``/v1/...``: the OpenAI-compatible API (``openai_compat.py``), whose chat completions are
-  answered by those same bots over the bot protocol.
+  answered by those same bots over the bot protocol;
+* ``/poe_api/file_upload_3RD_PARTY_POST``: Poe's file upload API, and ``/poe_files/...``, the
+  files it was given, public as on Poe's CDN (where the proxy and the media bots upload).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 the CPU each request costs the host's processes for answers of 32 and 300 events, streamed and
 not; with the floor for one event (decoding the upstream event's JSON and encoding the chunk's,
 once each) and core's own CPU per request in Pyodide; and the CPU of streamed answers whose
-events arrive one per network chunk, as Poe streams them, against a byte relay's for the same
-chunks. Used by ``bench/run.py``."""
+events arrive one per network chunk, as Poe streams them, against relays' for the same chunks on
+each host's platform (Python, Node, Deno). Used by ``bench/run.py``."""
 
 from __future__ import annotations
 
@@ -69,13 +69,30 @@ def paced_costs(pid: int, url: str) -> dict[str, float]:
     return {f"paced_cpu_ms_{events}_stream": paced_cpu_ms(pid, url, model) for model, events in ANSWERS}
 
 
-def relay_paced_costs(paced: str) -> dict[str, float]:
-    """The floor for events one per chunk: the aiohttp relay passing the same chunks through."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/v1/chat/completions"
-    command = [PYTHON, str(ROOT / "bench" / "anchors" / "aiohttp_relay.py"), str(port), paced]
-    with server(command, {}, url) as (process, _):
-        return paced_costs(process.pid, url)
+# Each host's platform, and the relay that is its floor for events one per chunk: the same
+# chunks read and written, each through the platform's own code, and nothing else.
+PLATFORMS = {"serve": "python", "netlify": "node", "deno": "deno", "cloudflare": "node"}
+WEB_RELAY = str(ROOT / "bench" / "anchors" / "web_relay.mjs")
+
+
+def relay_paced_costs(paced: str) -> dict[str, dict[str, float]]:
+    """The floors for events one per chunk, one per platform: the aiohttp relay (Python's
+    asyncio, as ``make serve``), and the web-standard relay under Node (as Netlify's and the
+    Cloudflare stand-in's) and under Deno."""
+    figures = {}
+    for platform in ("python", "node", "deno"):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        commands = {
+            "python": [PYTHON, str(ROOT / "bench" / "anchors" / "aiohttp_relay.py"), str(port), paced],
+            "node": ["node", str(ROOT / "tools" / "serve-web.mjs"), WEB_RELAY, "127.0.0.1", str(port)],
+            "deno": [str(Path(PYTHON).parent / "deno"), "run", "--allow-net", "--allow-env", WEB_RELAY,
+                     "127.0.0.1", str(port)],
+        }  # fmt: skip
+        print(f"-- relay: {platform}", flush=True, file=sys.stderr)
+        with server(commands[platform], {"UPSTREAM": paced}, url) as (process, _):
+            figures[platform] = paced_costs(process.pid, url)
+    return figures
 
 
 def host_costs(upstream: str, paced: str) -> dict[str, dict[str, Any]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import socketserver
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,21 +28,10 @@ AUTH = {"authorization": f"Bearer {POE_KEY}"}
 
 
 @pytest.fixture
-def media(open_proxy: OpenProxy, backend: str, poe_server: str) -> Target:
-    """The proxy, uploading to the stand-in Poe's file API (edits upload their images)."""
+def proxy(open_proxy: OpenProxy, backend: str, poe_server: str) -> Target:
+    """The proxy (conftest's ``client`` and ``http`` use it), uploading to the stand-in Poe's
+    file API: edits upload their images."""
     return open_proxy(backend, POE_UPLOAD_URL=f"{poe_server}/poe_api/")
-
-
-@pytest.fixture
-async def sdk(media: Target) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with media.sdk() as client:
-        yield client
-
-
-@pytest.fixture
-async def http(media: Target) -> AsyncIterator[httpx.AsyncClient]:
-    async with media.http(headers=AUTH) as client:
-        yield client
 
 
 def uploaded(poe_state: PeerState, data: bytes) -> list[str]:
@@ -50,8 +39,10 @@ def uploaded(poe_state: PeerState, data: bytes) -> list[str]:
     return [url for url, (_, _, kept, _) in poe_state.uploads.items() if kept == data]
 
 
-async def test_gpt_image_answers_with_the_images_bytes(sdk: openai.AsyncOpenAI, poe_state: PeerState) -> None:
-    result = await sdk.images.generate(prompt="a red square", n=2)  # the default model: GPT-Image-1
+async def test_gpt_image_answers_with_the_images_bytes(
+    client: openai.AsyncOpenAI, poe_state: PeerState
+) -> None:
+    result = await client.images.generate(prompt="a red square", n=2)  # the default model: GPT-Image-1
     assert len(result.data) == 2
     images = [base64.b64decode(item.b64_json or "") for item in result.data]
     assert images == [png(8, 8)] * 2  # what the bot drew, fetched by the proxy
@@ -63,9 +54,9 @@ async def test_gpt_image_answers_with_the_images_bytes(sdk: openai.AsyncOpenAI, 
 
 
 async def test_size_and_quality_reach_the_bot_as_its_flags(
-    sdk: openai.AsyncOpenAI, poe_state: PeerState
+    client: openai.AsyncOpenAI, poe_state: PeerState
 ) -> None:
-    result = await sdk.images.generate(
+    result = await client.images.generate(
         model="gpt-image-1", prompt="a lighthouse", size="1536x1024", quality="high", background="opaque"
     )
     assert png_size(base64.b64decode(result.data[0].b64_json or "")) == (24, 16)  # a 3:2 image
@@ -74,10 +65,10 @@ async def test_size_and_quality_reach_the_bot_as_its_flags(
 
 
 async def test_dall_e_answers_with_poes_url_which_the_proxy_does_not_fetch(
-    sdk: openai.AsyncOpenAI, poe_state: PeerState
+    client: openai.AsyncOpenAI, poe_state: PeerState
 ) -> None:
     gets = len(poe_state.file_gets)
-    result = await sdk.images.generate(
+    result = await client.images.generate(
         model="dall-e-3", prompt="a lighthouse", size="1792x1024", quality="hd", style="vivid"
     )
     [image] = result.data
@@ -90,9 +81,9 @@ async def test_dall_e_answers_with_poes_url_which_the_proxy_does_not_fetch(
 
 
 async def test_an_edit_uploads_the_image_and_its_mask_and_attaches_them(
-    sdk: openai.AsyncOpenAI, poe_state: PeerState
+    client: openai.AsyncOpenAI, poe_state: PeerState
 ) -> None:
-    result = await sdk.images.edit(
+    result = await client.images.edit(
         model="gpt-image-1",
         image=("photo.png", PHOTO, "image/png"),
         mask=("mask.png", MASK, "image/png"),
@@ -109,9 +100,11 @@ async def test_an_edit_uploads_the_image_and_its_mask_and_attaches_them(
     assert [poe_state.uploads[a.url][2] for a in message.attachments] == [PHOTO, MASK]
 
 
-async def test_an_edit_of_several_images_attaches_each(sdk: openai.AsyncOpenAI, poe_state: PeerState) -> None:
+async def test_an_edit_of_several_images_attaches_each(
+    client: openai.AsyncOpenAI, poe_state: PeerState
+) -> None:
     other = png(2, 2)
-    result = await sdk.images.edit(
+    result = await client.images.edit(
         model="dall-e-3",
         image=[("a.png", PHOTO, "image/png"), ("b.png", other, "image/png")],  # sent as image[]
         prompt="put them side by side",
@@ -124,17 +117,17 @@ async def test_an_edit_of_several_images_attaches_each(sdk: openai.AsyncOpenAI, 
 
 @pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # OpenAI deprecates variations
 async def test_a_variation_asks_the_bot_for_one_of_the_image(
-    sdk: openai.AsyncOpenAI, poe_state: PeerState
+    client: openai.AsyncOpenAI, poe_state: PeerState
 ) -> None:
-    result = await sdk.images.create_variation(image=("photo.png", PHOTO, "image/png"), size="512x512")
+    result = await client.images.create_variation(image=("photo.png", PHOTO, "image/png"), size="512x512")
     assert base64.b64decode(result.data[0].b64_json or "") == PHOTO
     message = poe_state.studio.last("GPT-Image-1").query[-1]
     assert message.content == "Make a variation of this image. --aspect 1:1"
     assert [poe_state.uploads[a.url][2] for a in message.attachments] == [PHOTO]
 
 
-async def test_streamed_images_end_with_their_completed_events(sdk: openai.AsyncOpenAI) -> None:
-    stream = await sdk.images.generate(
+async def test_streamed_images_end_with_their_completed_events(client: openai.AsyncOpenAI) -> None:
+    stream = await client.images.generate(
         model="gpt-image-1", prompt="a red square", size="1024x1536", stream=True
     )
     events = [event async for event in stream]
@@ -145,8 +138,8 @@ async def test_streamed_images_end_with_their_completed_events(sdk: openai.Async
     assert (completed.size, completed.output_format) == ("1024x1536", "png")
 
 
-async def test_speech_is_the_voice_bots_audio(sdk: openai.AsyncOpenAI, poe_state: PeerState) -> None:
-    spoken = await sdk.audio.speech.create(model="tts-1", voice="alloy", input="hello from the proxy")
+async def test_speech_is_the_voice_bots_audio(client: openai.AsyncOpenAI, poe_state: PeerState) -> None:
+    spoken = await client.audio.speech.create(model="tts-1", voice="alloy", input="hello from the proxy")
     assert spoken.content == wav("hello from the proxy")
     assert spoken.response.headers["content-type"].startswith("audio/")
     # OpenAI's voices are not ElevenLabs': the bot keeps its own default voice.
@@ -154,9 +147,9 @@ async def test_speech_is_the_voice_bots_audio(sdk: openai.AsyncOpenAI, poe_state
 
 
 async def test_a_voice_of_the_bots_own_reaches_it_as_its_flag(
-    sdk: openai.AsyncOpenAI, poe_state: PeerState
+    client: openai.AsyncOpenAI, poe_state: PeerState
 ) -> None:
-    spoken = await sdk.audio.speech.create(
+    spoken = await client.audio.speech.create(
         model="tts-1-hd", voice="Eric", input="good evening", response_format="mp3", speed=1.5
     )
     assert spoken.content == wav("good evening")
@@ -165,7 +158,7 @@ async def test_a_voice_of_the_bots_own_reaches_it_as_its_flag(
 
 async def test_speech_as_server_sent_events(http: httpx.AsyncClient) -> None:
     body = {"model": "gpt-4o-mini-tts", "voice": "coral", "input": "one two three", "stream_format": "sse"}
-    response = await http.post("/v1/audio/speech", json=body)
+    response = await http.post("/v1/audio/speech", json=body, headers=AUTH)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
@@ -173,9 +166,11 @@ async def test_speech_as_server_sent_events(http: httpx.AsyncClient) -> None:
     assert base64.b64decode(events[0]["audio"]) == wav("one two three")
 
 
-async def test_a_bot_that_answers_without_an_image_is_a_400_with_its_words(sdk: openai.AsyncOpenAI) -> None:
+async def test_a_bot_that_answers_without_an_image_is_a_400_with_its_words(
+    client: openai.AsyncOpenAI,
+) -> None:
     with pytest.raises(openai.BadRequestError) as raised:
-        await sdk.images.generate(model="dall-e-3", prompt="refuse: a dragon")
+        await client.images.generate(model="dall-e-3", prompt="refuse: a dragon")
     error = raised.value.body
     assert isinstance(error, dict)
     assert (error["param"], error["code"]) == ("prompt", "no_file_in_answer")
@@ -201,27 +196,29 @@ async def test_a_bot_that_answers_without_an_image_is_a_400_with_its_words(sdk: 
 async def test_a_bad_field_is_a_400_naming_it(
     http: httpx.AsyncClient, path: str, body: dict[str, Any], param: str
 ) -> None:
-    response = await http.post(f"/v1/{path}", json=body)
+    response = await http.post(f"/v1/{path}", json=body, headers=AUTH)
     assert response.status_code == 400
     assert response.json()["error"]["param"] == param
 
 
 async def test_an_edit_needs_a_form_with_an_image(http: httpx.AsyncClient) -> None:
-    as_json = await http.post("/v1/images/edits", json={"prompt": "x"})
+    as_json = await http.post("/v1/images/edits", json={"prompt": "x"}, headers=AUTH)
     assert (as_json.status_code, as_json.json()["error"]["code"]) == (400, "invalid_content_type")
-    no_image = await http.post("/v1/images/edits", data={"prompt": "x"}, files={"mask": ("m.png", MASK)})
+    no_image = await http.post(
+        "/v1/images/edits", data={"prompt": "x"}, files={"mask": ("m.png", MASK)}, headers=AUTH
+    )
     assert (no_image.status_code, no_image.json()["error"]["param"]) == (400, "image")
     cut = await http.post(
         "/v1/images/edits",
         content=b'--b\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nx',
-        headers={"content-type": "multipart/form-data; boundary=b"},
+        headers={**AUTH, "content-type": "multipart/form-data; boundary=b"},
     )
     assert (cut.status_code, cut.json()["error"]["code"]) == (400, "invalid_body")
 
 
-async def test_open_webuis_own_requests(media: Target, poe_state: PeerState) -> None:
+async def test_open_webuis_own_requests(proxy: Target, poe_state: PeerState) -> None:
     """What Open WebUI sends (backend/open_webui/routers/images.py and audio.py, with aiohttp)."""
-    with media.served() as url:
+    with proxy.served() as url:
         async with aiohttp.ClientSession(headers=AUTH) as session:
             generation = {
                 "model": "dall-e-3",
@@ -279,32 +276,34 @@ def scripted_file(url: str) -> str:
     return json.dumps([["file", url, "image/png", "image.png"]])
 
 
-async def assert_refused(sdk: openai.AsyncOpenAI, url: str) -> None:
+async def assert_refused(client: openai.AsyncOpenAI, url: str) -> None:
     """A ``b64_json`` image whose file is at ``url`` is a 502 ``upstream_file_refused``."""
     with pytest.raises(openai.APIStatusError) as raised:
-        await sdk.images.generate(model="script", prompt=scripted_file(url), response_format="b64_json")
+        await client.images.generate(model="script", prompt=scripted_file(url), response_format="b64_json")
     assert raised.value.status_code == 502
     assert isinstance(raised.value.body, dict) and raised.value.body["code"] == "upstream_file_refused"
 
 
 async def test_a_file_at_a_private_plain_http_url_is_never_fetched(
-    sdk: openai.AsyncOpenAI, private_server: Knocks
+    client: openai.AsyncOpenAI, private_server: Knocks
 ) -> None:
     """A bot's URL that is neither HTTPS nor Poe's own origin (here: another port on the host,
     as a VPC's service or a cloud's metadata address would be) gets a 502, and no connection."""
     url = f"http://127.0.0.1:{private_server.server_address[1]}/latest/meta-data/image.png"
-    await assert_refused(sdk, url)
+    await assert_refused(client, url)
     assert private_server.knocks == 0
-    handed_out = await sdk.images.generate(model="script", prompt=scripted_file(url), response_format="url")
+    handed_out = await client.images.generate(
+        model="script", prompt=scripted_file(url), response_format="url"
+    )
     assert handed_out.data[0].url == url  # as a URL it is the client's to fetch, or not
     assert private_server.knocks == 0
 
 
 async def test_a_redirect_to_a_private_plain_http_url_is_not_followed(
-    sdk: openai.AsyncOpenAI, poe_server: str, private_server: Knocks
+    client: openai.AsyncOpenAI, poe_server: str, private_server: Knocks
 ) -> None:
     """Poe's own origin may redirect, but only to where the proxy may fetch: no host's HTTP
     client follows a redirect by itself (a browser-style ``fetch`` would, to anywhere)."""
     private = f"http://127.0.0.1:{private_server.server_address[1]}/latest/meta-data/image.png"
-    await assert_refused(sdk, f"{poe_server}/poe_files/moved?{urlencode({'to': private})}")
+    await assert_refused(client, f"{poe_server}/poe_files/moved?{urlencode({'to': private})}")
     assert private_server.knocks == 0

@@ -85,4 +85,38 @@ for (const events of [32, 300]) {
     results.per_request_ms[`${events} events, ${stream ? "streamed" : "not streamed"}`] = cpuMs(started) / runs;
   }
 }
+// The web driver's crossing, as Poe streams: one event a chunk, each reported through
+// adapters/pyodide_bridge.py (bytes into Python, core's conversion, the actions back as
+// JavaScript arrays), as adapters/web.mts reports it; no fetch, no server. Per chunk: the
+// 300-event request less the 32-event one, over 268.
+for (const name of readdirSync(join(root, "adapters")).filter((n) => n.endsWith(".py"))) {
+  py.FS.mkdirTree("/proxy/adapters");
+  py.FS.writeFile(`/proxy/adapters/${name}`, readFileSync(join(root, "adapters", name)));
+}
+const bridge = py.pyimport("adapters.pyodide_bridge");
+const core = bridge.start({}, "The benchmark keeps no responses.");
+const encoder = new TextEncoder();
+const chatBody = encoder.encode(JSON.stringify({ model: "bot", messages: [{ role: "user", content: "hi" }], stream: true }));
+const event = encoder.encode('event: text\ndata: {"text": "token "}\n\n');
+const done = encoder.encode("event: done\ndata: {}\n\n");
+let tokens = 0;
+const bridged = (events) => {
+  const exchange = bridge.request(core, "POST", "/v1/chat/completions", { authorization: "Bearer k" },
+    () => (tokens++).toString(16).padStart(32, "0"), 0);
+  bridge.next_actions(exchange);
+  bridge.body(exchange, chatBody, false);
+  bridge.answered(exchange, 0, 200, {});
+  for (let i = 0; i < events; i++) bridge.data(exchange, 0, event);
+  bridge.data(exchange, 0, done);
+  bridge.ended(exchange, 0);
+  exchange.destroy();
+};
+const bridgedMs = {};
+for (const events of [32, 300]) {
+  for (let i = 0; i < 20; i++) bridged(events); // warm-up
+  const started = process.cpuUsage();
+  for (let i = 0; i < 100; i++) bridged(events);
+  bridgedMs[events] = cpuMs(started) / 100;
+}
+results.bridge_us_per_chunk = (1000 * (bridgedMs[300] - bridgedMs[32])) / 268;
 console.log(JSON.stringify(results));

@@ -508,6 +508,14 @@ def hosts_report(results: dict[str, Any]) -> list[str]:
             "|---|---|",
         ]
         lines += [f"| {name} | {ms:.2f} |" for name, ms in pyodide["per_request_ms"].items()]
+        if "bridge_us_per_chunk" in pyodide:
+            lines += [
+                "",
+                "The web driver's crossing as Poe streams (one event a chunk, each reported through",
+                "`adapters/pyodide_bridge.py`: bytes into Python, core's conversion, the actions back",
+                "as JavaScript arrays; no fetch, no server): "
+                f"{pyodide['bridge_us_per_chunk']:.1f} us per chunk.",
+            ]
     return lines
 
 

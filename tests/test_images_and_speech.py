@@ -76,8 +76,8 @@ async def test_dall_e_answers_with_poes_url_which_the_proxy_does_not_fetch(
     assert image.revised_prompt == "A picture of a lighthouse"  # the bot's own words
     assert len(poe_state.file_gets) == gets  # nothing fetched
     assert poe_state.studio.last("DALL-E-3").query[-1].content == "a lighthouse --aspect 16:9 --quality high"
-    async with httpx.AsyncClient() as client:  # the URL works for the client itself
-        assert (await client.get(image.url or "")).content == png(128, 72)  # 16:9, 8 px a unit
+    async with httpx.AsyncClient() as browser:  # the URL works for the client itself
+        assert (await browser.get(image.url or "")).content == png(128, 72)  # 16:9, 8 px a unit
 
 
 async def test_an_edit_uploads_the_image_and_its_mask_and_attaches_them(

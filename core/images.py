@@ -62,7 +62,11 @@ class ImageRequest:
     user: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     images: tuple[MediaPart, ...] = ()  # to edit; the mask, if any, is the last
-    edit: bool = False
+
+    @property
+    def edit(self) -> bool:
+        """An edit (or a variation): there are images to work on."""
+        return bool(self.images)
 
     def bot_prompt(self) -> str:
         """The prompt as the bot gets it: the client's, then the flags for its options."""
@@ -126,8 +130,11 @@ def parse_image_request(
             param="response_format",
             code="invalid_value",
         )
-    for name in ("quality", "style", "background", "output_format", "moderation", "input_fidelity"):
-        opt_str(body, name)  # accepted as OpenAI takes them; a mistyped one is still a 400
+    # Accepted as OpenAI takes them (a mistyped one is still a 400); quality and background kept.
+    quality, _, background, *_ = [
+        opt_str(body, name)
+        for name in ("quality", "style", "background", "output_format", "moderation", "input_fidelity")
+    ]
     opt_int(body, "output_compression", 0, 100)
     opt_int(body, "partial_images", 0, 3)
     return ImageRequest(
@@ -137,13 +144,12 @@ def parse_image_request(
         n=opt_int(body, "n", 1, settings.max_n) or 1,
         response_format=response_format,  # type: ignore[arg-type]  # checked above
         size=size,
-        quality=opt_str(body, "quality"),
-        background=opt_str(body, "background"),
+        quality=quality,
+        background=background,
         stream=bool(opt_bool(body, "stream")),
         user=opt_str(body, "user") or opt_str(body, "safety_identifier"),
         parameters=dict(opt_object(body, "parameters") or {}),
         images=tuple(images),
-        edit=bool(images),
     )
 
 

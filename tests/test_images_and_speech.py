@@ -5,8 +5,10 @@ with ``file`` events), the files served by the stand-in Poe."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socketserver
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -18,9 +20,10 @@ import pytest
 
 from tests.conftest import OpenProxy
 from tests.hosts import Target
-from tests.peers.bots import POE_KEY, png, png_size, wav
+from tests.peers.bots import GATES, POE_KEY, png, png_size, wav
 from tests.peers.openai_compat import PeerState
 from tests.peers.serve import threaded
+from tests.test_streaming import assert_early_leave_cancels
 
 PHOTO = png(4, 4, (10, 120, 200))
 MASK = png(4, 4, (0, 0, 0))
@@ -175,6 +178,15 @@ async def test_a_bot_that_answers_without_an_image_is_a_400_with_its_words(
     assert isinstance(error, dict)
     assert (error["param"], error["code"]) == ("prompt", "no_file_in_answer")
     assert "Shall I draw a cat instead?" in error["message"]
+
+
+def test_a_client_that_leaves_while_the_bot_draws_cancels_its_call(host: str, proxy_url: str) -> None:
+    token = uuid.uuid4().hex  # the prompt: the bot that thinks first waits on it, silent
+    release, cancelled = GATES.open(token)
+    body = {"model": "thinking", "prompt": token, "response_format": "url"}
+    with contextlib.suppress(httpx.ReadTimeout):  # the client gives up while the bot is blocked
+        httpx.post(f"{proxy_url}/v1/images/generations", json=body, headers=AUTH, timeout=0.5)
+    assert_early_leave_cancels(host, release, cancelled)
 
 
 @pytest.mark.parametrize(

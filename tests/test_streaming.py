@@ -1,4 +1,5 @@
-"""Real streaming over a real uvicorn: no buffering, and a client that leaves cancels upstream.
+"""Real streaming on every host: no buffering, a client that leaves cancels upstream, and a
+client that stops reading stops the proxy reading from Poe.
 
 ``GatedBot`` sends "first " and then blocks until the test releases it, so these tests do not
 time anything: if the proxy buffered, the first chunk could not arrive and the read would time
@@ -9,14 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 import uuid
 
 import httpx
 
+from tests.conftest import OpenProxy
 from tests.hosts import NOTICES_A_CLIENT_LEAVING_BEFORE_THE_ANSWER, Target
-from tests.peers.bots import GATES, POE_KEY
+from tests.peers.bots import FIREHOSE, FIREHOSE_PIECE_BYTES, FIREHOSE_PIECES, GATES, POE_KEY
 
 WAIT = 10  # seconds before a missing event counts as a failure (never reached when passing)
 
@@ -109,3 +112,40 @@ def test_client_leaving_before_the_first_token_cancels_the_call(host: str, proxy
     with contextlib.suppress(httpx.ReadTimeout):
         httpx.post(f"{proxy_url}/v1/chat/completions", json=body, headers=headers, timeout=0.5)
     assert_early_leave_cancels(host, release, cancelled)
+
+
+def test_a_client_that_stops_reading_stops_the_proxy_pulling_from_poe(open_proxy: OpenProxy) -> None:
+    """Backpressure end to end: a stalled client stalls the bot, and the proxy holds no backlog.
+
+    The firehose bot can write 200 MB. Between it and the client sit only kernel socket buffers
+    (a few MB on loopback) and the proxy; if the proxy kept reading while its client did not,
+    the bot would write all 200 MB and the proxy would hold them.
+    """
+    with open_proxy("bot").served() as url:
+        host, port = url.removeprefix("http://").split(":")
+        token = uuid.uuid4().hex
+        body = json.dumps(
+            {"model": "firehose", "messages": [{"role": "user", "content": token}], "stream": True}
+        ).encode()
+        request = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {POE_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        available = FIREHOSE_PIECES * FIREHOSE_PIECE_BYTES
+        with socket.create_connection((host, int(port))) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(request)
+            assert sock.recv(12).startswith(b"HTTP/1.1 200")
+            time.sleep(3)  # read nothing; unthrottled, the bot writes 200 MB in about two seconds
+            produced = FIREHOSE.get(token, 0)
+        print(f"stalled client: the bot wrote {produced / 1e6:.1f} MB")
+        assert 0 < produced < available / 8, (
+            f"the bot wrote {produced / 1e6:.1f} MB for a client that read nothing"
+        )
+        after = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"model": "echo", "messages": [{"role": "user", "content": "after"}]},
+            headers={"Authorization": f"Bearer {POE_KEY}"},
+            timeout=WAIT,
+        )
+        assert after.json()["choices"][0]["message"]["content"] == "after"

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,6 +76,21 @@ def test_the_config_runs_python_workers(dry_run: tuple[str, Path]) -> None:
 
 # -- the Worker's event loop ------------------------------------------------------------------
 
+
+def on_the_workers_loop(code: str) -> Any:
+    """What ``code``'s last expression awaits to, run on the Worker's event loop (Pyodide's, under
+    Node: ``tests/peers/worker_loop.mjs``)."""
+    done = subprocess.run(
+        [str(NODE22 / "node"), str(ROOT / "tests" / "peers" / "worker_loop.mjs"), str(ROOT)],
+        input=code,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 TIMERS = """
 import asyncio, gc, weakref
 from adapters.cloudflare import _timers_that_let_go
@@ -110,17 +126,40 @@ await main()
 def test_a_cancelled_timer_lets_go_on_the_workers_event_loop() -> None:
     """Pyodide's loop keeps a cancelled timer's handle until it would have fired (each finished
     request's, for minutes); the Worker's timers let go at once, and still fire and time out."""
-    done = subprocess.run(
-        [str(NODE22 / "node"), str(ROOT / "tests" / "peers" / "worker_loop.mjs"), str(ROOT)],
-        input=TIMERS,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {
+    assert on_the_workers_loop(TIMERS) == {
         "kept before": True,
         "kept after": False,
         "fired": ["fired"],
         "timed out": True,
     }
+
+
+# -- Poe's body, piped into the Worker ----------------------------------------------------------
+
+HELD_THEN_LEFT = """
+import asyncio, gc, weakref
+import js
+from adapters.cloudflare import HIGH_WATER, Deadline, FetchResponse
+
+async def main():
+    abort = js.AbortController.new()
+    answer = js.Response.new(js.Uint8Array.new(2 * HIGH_WATER))  # more than the sink takes unread
+    response = FetchResponse(answer, abort, Deadline(abort, 60))
+    await asyncio.sleep(0.05)  # the pipe writes it and waits for room: the driver takes nothing
+    held = response._body._room is not None
+    sink = weakref.ref(response._body)
+    await response.aclose()  # the client left
+    del response
+    await asyncio.sleep(0.05)
+    gc.collect()
+    return {"held": held, "let go": sink() is None}
+
+await main()
+"""
+
+
+def test_a_body_held_for_a_slow_client_lets_go_when_the_client_leaves() -> None:
+    """The pipe from Poe's body waits while the driver has 64 KiB untaken (its client is slow). A
+    client that leaves then aborts the call; the pipe must still end, and JavaScript let go of
+    the sink (a pipe left waiting kept every such request's sink, and all it held, for good)."""
+    assert on_the_workers_loop(HELD_THEN_LEFT) == {"held": True, "let go": True}

@@ -2,7 +2,8 @@
 // plan allows 10 ms of CPU per request, Netlify Edge 50 ms): Pyodide's start and core's import,
 // the start from a memory snapshot with core imported, then one chat request answered from a bot stream of N text events, driven through
 // core.exchange with no I/O (the host's share, fetch and the network, is left out), streamed and
-// not. Prints JSON. Usage: node bench/pyodide_cpu.mjs <repository root>
+// not; then, per chunk as Poe streams, the web driver's crossing and the Cloudflare Worker's whole
+// path. Prints JSON. Usage: node bench/pyodide_cpu.mjs <repository root>
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadPyodide } from "../netlify/node_modules/pyodide/pyodide.mjs";
@@ -119,4 +120,53 @@ for (const events of [32, 300]) {
   bridgedMs[events] = cpuMs(started) / 100;
 }
 results.bridge_us_per_chunk = (1000 * (bridgedMs[300] - bridgedMs[32])) / 268;
+
+// The Cloudflare Worker's whole path (adapters/cloudflare.py: the asyncio driver on Pyodide's
+// event loop, Poe's body piped in, the answer's stream fed), as Poe streams: fetch answers with a
+// byte stream that gives one event per turn of Node's event loop, and the answer is read to its
+// end; no network, no server. Per chunk, as above.
+py.FS.writeFile("/proxy/workers.py", "class WorkerEntrypoint:\n    def __init__(self, ctx, env):\n        self.ctx, self.env = ctx, env\n");
+const worker = py.pyimport("adapters.cloudflare");
+const env = { POE_BASE_URL: "http://127.0.0.1:9", POE_BACKEND: "bot", LOG_LEVEL: "WARNING" };
+const upstreamFetch = (events) => async () => {
+  let sent = 0;
+  const body = new ReadableStream({
+    type: "bytes",
+    async pull(controller) {
+      await new Promise((resolve) => setImmediate(resolve)); // the next chunk comes later
+      if (sent < events) controller.enqueue(event.slice());
+      else if (sent === events) controller.enqueue(done.slice());
+      else {
+        controller.close();
+        controller.byobRequest?.respond(0);
+      }
+      sent++;
+    },
+  });
+  return new Response(body, { status: 200, headers: { "content-type": "text/event-stream" } });
+};
+const realFetch = globalThis.fetch;
+const workerAnswer = async (events) => {
+  globalThis.fetch = upstreamFetch(events);
+  const entry = worker.Default({ waitUntil() {} }, env);
+  const request = new Request("http://proxy/v1/chat/completions", {
+    method: "POST",
+    body: chatBody,
+    headers: { authorization: "Bearer k", "content-type": "application/json" },
+  });
+  const response = await entry.fetch(request);
+  entry.destroy();
+  for await (const _ of response.body);
+  if (response.status !== 200) throw new Error(`the worker answered ${response.status}`);
+};
+const workerMs = {};
+for (const events of [32, 300]) {
+  for (let i = 0; i < 5; i++) await workerAnswer(events); // warm-up
+  const started = process.cpuUsage();
+  for (let i = 0; i < 30; i++) await workerAnswer(events);
+  workerMs[events] = cpuMs(started) / 30;
+}
+globalThis.fetch = realFetch;
+results.worker_us_per_chunk = (1000 * (workerMs[300] - workerMs[32])) / 268;
+results.worker_ms_300_stream = workerMs[300];
 console.log(JSON.stringify(results));

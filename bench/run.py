@@ -516,6 +516,15 @@ def hosts_report(results: dict[str, Any]) -> list[str]:
                 "as JavaScript arrays; no fetch, no server): "
                 f"{pyodide['bridge_us_per_chunk']:.1f} us per chunk.",
             ]
+        if "worker_us_per_chunk" in pyodide:
+            lines += [
+                "",
+                "The Cloudflare Worker's whole path as Poe streams (`adapters/cloudflare.py`: the asyncio",
+                "driver on Pyodide's event loop, Poe's body piped in, the answer's stream fed; fetch",
+                "answers one event per turn of Node's event loop, no network, no server): "
+                f"{pyodide['worker_us_per_chunk']:.1f} us per chunk, "
+                f"{pyodide['worker_ms_300_stream']:.1f} ms for a 300-event answer.",
+            ]
     return lines
 
 

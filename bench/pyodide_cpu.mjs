@@ -4,8 +4,9 @@
 // core.exchange with no I/O (the host's share, fetch and the network, is left out), streamed and
 // not; then, per chunk as Poe streams, the web driver's crossing and the Cloudflare Worker's whole
 // path. Prints JSON. Usage: node bench/pyodide_cpu.mjs <repository root>
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { loadPyodide } from "../netlify/node_modules/pyodide/pyodide.mjs";
 
 const root = process.argv[2];
@@ -121,10 +122,10 @@ for (const events of [32, 300]) {
 }
 results.bridge_us_per_chunk = (1000 * (bridgedMs[300] - bridgedMs[32])) / 268;
 
-// The Cloudflare Worker's whole path (adapters/cloudflare.py: the asyncio driver on Pyodide's
-// event loop, Poe's body piped in, the answer's stream fed), as Poe streams: fetch answers with a
-// byte stream that gives one event per turn of Node's event loop, and the answer is read to its
-// end; no network, no server. Per chunk, as above.
+// Each Pyodide host's whole path, as Poe streams: fetch answers with a byte stream that gives one
+// event per turn of Node's event loop, and the answer is read to its end; no network, no server.
+// Per chunk, as above. First the Cloudflare Worker (adapters/cloudflare.py: the asyncio driver on
+// Pyodide's event loop, Poe's body piped in, the answer's stream fed).
 py.FS.writeFile("/proxy/workers.py", "class WorkerEntrypoint:\n    def __init__(self, ctx, env):\n        self.ctx, self.env = ctx, env\n");
 const worker = py.pyimport("adapters.cloudflare");
 const env = { POE_BASE_URL: "http://127.0.0.1:9", POE_BACKEND: "bot", LOG_LEVEL: "WARNING" };
@@ -146,27 +147,50 @@ const upstreamFetch = (events) => async () => {
   return new Response(body, { status: 200, headers: { "content-type": "text/event-stream" } });
 };
 const realFetch = globalThis.fetch;
-const workerAnswer = async (events) => {
-  globalThis.fetch = upstreamFetch(events);
-  const entry = worker.Default({ waitUntil() {} }, env);
-  const request = new Request("http://proxy/v1/chat/completions", {
+const chatRequest = () =>
+  new Request("http://proxy/v1/chat/completions", {
     method: "POST",
     body: chatBody,
     headers: { authorization: "Bearer k", "content-type": "application/json" },
   });
-  const response = await entry.fetch(request);
-  entry.destroy();
-  for await (const _ of response.body);
-  if (response.status !== 200) throw new Error(`the worker answered ${response.status}`);
-};
-const workerMs = {};
-for (const events of [32, 300]) {
-  for (let i = 0; i < 5; i++) await workerAnswer(events); // warm-up
-  const started = process.cpuUsage();
-  for (let i = 0; i < 30; i++) await workerAnswer(events);
-  workerMs[events] = cpuMs(started) / 30;
+/** CPU ms per streamed answer of 32 and 300 events from `handle` (a Request => Response). */
+async function answeredMs(handle) {
+  const figures = {};
+  for (const events of [32, 300]) {
+    globalThis.fetch = upstreamFetch(events);
+    const answer = async () => {
+      const response = await handle(chatRequest());
+      for await (const _ of response.body);
+      if (response.status !== 200) throw new Error(`answered ${response.status}`);
+    };
+    for (let i = 0; i < 5; i++) await answer(); // warm-up
+    const started = process.cpuUsage();
+    for (let i = 0; i < 30; i++) await answer();
+    figures[events] = cpuMs(started) / 30;
+  }
+  globalThis.fetch = realFetch;
+  return figures;
 }
-globalThis.fetch = realFetch;
+const workerMs = await answeredMs(async (request) => {
+  const entry = worker.Default({ waitUntil() {} }, env);
+  try {
+    return await entry.fetch(request);
+  } finally {
+    entry.destroy();
+  }
+});
 results.worker_us_per_chunk = (1000 * (workerMs[300] - workerMs[32])) / 268;
 results.worker_ms_300_stream = workerMs[300];
+
+// The same through the Netlify function as make serve-netlify built it (the web driver,
+// adapters/web.mts, in JavaScript; core in Pyodide from its memory snapshot), when it is there.
+const bundle = join(root, "netlify", ".build", "openai.mjs");
+if (existsSync(bundle)) {
+  Object.assign(process.env, env, { POE_PROXY_SOURCE_DIR: root });
+  const { default: handler } = await import(pathToFileURL(bundle).href);
+  const webMs = await answeredMs(handler);
+  results.web_driver_us_per_chunk = (1000 * (webMs[300] - webMs[32])) / 268;
+  results.web_driver_ms_300_stream = webMs[300];
+}
 console.log(JSON.stringify(results));
+process.exit(0); // the function's Blobs client may hold the loop open

@@ -517,13 +517,22 @@ def hosts_report(results: dict[str, Any]) -> list[str]:
                 f"{pyodide['bridge_us_per_chunk']:.1f} us per chunk.",
             ]
         if "worker_us_per_chunk" in pyodide:
+            worker = "the Cloudflare Worker (`adapters/cloudflare.py`: the asyncio driver on Pyodide's loop)"
+            paths = [(worker, "worker")]
+            if "web_driver_us_per_chunk" in pyodide:
+                web = "the Netlify function (`adapters/web.mts`: the web driver in JavaScript)"
+                paths.insert(0, (web, "web_driver"))
             lines += [
                 "",
-                "The Cloudflare Worker's whole path as Poe streams (`adapters/cloudflare.py`: the asyncio",
-                "driver on Pyodide's event loop, Poe's body piped in, the answer's stream fed; fetch",
-                "answers one event per turn of Node's event loop, no network, no server): "
-                f"{pyodide['worker_us_per_chunk']:.1f} us per chunk, "
-                f"{pyodide['worker_ms_300_stream']:.1f} ms for a 300-event answer.",
+                "Each Pyodide host's whole path per chunk, in one process as Poe streams (`fetch` answers",
+                "one event per turn of Node's event loop and the answer is read to its end; no network, no",
+                "server): "
+                + "; ".join(
+                    f"{name} {pyodide[f'{key}_us_per_chunk']:.1f} us per chunk, "
+                    f"{pyodide[f'{key}_ms_300_stream']:.1f} ms for a 300-event answer"
+                    for name, key in paths
+                )
+                + ".",
             ]
     return lines
 

@@ -1,9 +1,11 @@
 // CPU that core spends in Pyodide per request, for the Pyodide hosts' plans (Cloudflare's free
 // plan allows 10 ms of CPU per request, Netlify Edge 50 ms): Pyodide's start and core's import,
-// the start from a memory snapshot with core imported, then one chat request answered from a bot stream of N text events, driven through
-// core.exchange with no I/O (the host's share, fetch and the network, is left out), streamed and
-// not; then, per chunk as Poe streams, the web driver's crossing and the Cloudflare Worker's whole
-// path. Prints JSON. Usage: node bench/pyodide_cpu.mjs <repository root>
+// the start from a memory snapshot with core imported, then one chat request answered from a bot
+// stream of N text events, driven through core.exchange with no I/O (the host's share, fetch and
+// the network, is left out), streamed and not. Then, per chunk as Poe streams: the web driver's
+// crossing, and each Pyodide host's whole path in one process (the Cloudflare Worker; the Netlify
+// function, once make serve-netlify has built it). Prints JSON.
+// Usage: node bench/pyodide_cpu.mjs <repository root>
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";

@@ -296,6 +296,7 @@ class WorkerClient:
         self.response: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._controller: Any = None  # the answer's stream, once it has begun
         self._pulled: asyncio.Future[None] | None = None  # a write waiting for the client
+        self._resume_pulls: Any = None  # settles the promise the stream's last pull returned
         self._callbacks: list[Any] = []  # what JavaScript holds of ours: destroyed at the end
         self._closed = False
         self._body: Any = None  # the request body's reader
@@ -344,10 +345,18 @@ class WorkerClient:
     def _start(self, controller: Any) -> None:
         self._controller = controller
 
-    def _pull(self, controller: Any) -> None:
-        """The client took what was there: a write waiting for that goes on."""
+    def _pull(self, controller: Any) -> Any:
+        """The client took what was there: a write waiting for that goes on.
+
+        What it returns is a promise that stays pending until a write next has to wait: until then
+        the stream does not call again, so a write that need not wait, the common one, costs no
+        call back into Python (the stream would otherwise call after each chunk the client takes)."""
         if self._pulled is not None and not self._pulled.done():
             self._pulled.set_result(None)
+        return js.Promise.new(create_once_callable(self._hold_pulls))
+
+    def _hold_pulls(self, resolve: Any, reject: Any) -> None:
+        self._resume_pulls = resolve
 
     def _cancel(self, reason: Any = None) -> None:
         """The client left: stop the driver, even while it waits for Poe (and so close the calls
@@ -369,7 +378,11 @@ class WorkerClient:
             await self._pull_awaited()
 
     async def _pull_awaited(self) -> None:
+        """Until the client has taken what is queued (the stream's next pull)."""
         self._pulled = _future()
+        if self._resume_pulls is not None:
+            resume, self._resume_pulls = self._resume_pulls, None
+            resume()
         await self._pulled
 
     async def end(self) -> None:

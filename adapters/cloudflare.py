@@ -182,10 +182,15 @@ class BodySink:
             return None
         data = self._chunks.popleft()
         self._buffered -= len(data)
-        if self._room is not None and self._buffered < HIGH_WATER:
+        if self._buffered < HIGH_WATER:
+            self._resume()
+        return data
+
+    def _resume(self) -> None:
+        """The pipe's write waiting for room ends: the pipe reads on."""
+        if self._room is not None:
             self._room()
             self._room = None
-        return data
 
     async def arrival(self) -> None:
         """Until a chunk comes, or the body ends."""
@@ -196,9 +201,7 @@ class BodySink:
         """The rest is not wanted: drop what is here and what comes, and never hold the pipe."""
         self._discard = True
         self._chunks.clear()
-        if self._room is not None:
-            self._room()
-            self._room = None
+        self._resume()
 
 
 def _settled(piped: asyncio.Future[Any]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -127,6 +128,75 @@ async def test_deep_nesting_is_a_400_and_the_host_lives(
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_json"
     assert "nested too deeply" in response.json()["error"]["message"]
+    await still_serving(proxy)
+
+
+def form_part(disposition: bytes, extra: bytes = b"", data: bytes = b"x", boundary: bytes = b"b") -> bytes:
+    return (
+        b"--"
+        + boundary
+        + b"\r\nContent-Disposition: "
+        + disposition
+        + b"\r\n"
+        + extra
+        + b"\r\n"
+        + data
+        + b"\r\n"
+    )
+
+
+HOSTILE_FORMS = {
+    # 1,047 bytes: ended Netlify's Pyodide process and wedged the Worker's isolate.
+    "a comment nested 400 deep": form_part(
+        b'form-data; name="image"; filename="a.png"' + b"(" * 400 + b")" * 400
+    ),
+    # 949 KB: held every host for a minute (the cost grew with the square of its parameters).
+    "80,000 parameters": form_part(b'form-data; name="image"' + b"; a=b" * 80_000),
+    "a part that is multipart": form_part(
+        b'form-data; name="image"',
+        b"Content-Type: multipart/mixed; boundary=c\r\n",
+        form_part(b"x", boundary=b"c"),
+    ),
+    "65 parts": form_part(b'form-data; name="n"') * 65,
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_FORMS)
+async def test_a_hostile_form_is_a_400_and_the_host_lives(open_proxy: OpenProxy, case: str) -> None:
+    proxy = open_proxy("bot")
+    async with proxy.http() as http:
+        response = await http.post(
+            "/v1/images/edits",
+            content=HOSTILE_FORMS[case] + b"--b--\r\n",
+            headers={**AUTH, "content-type": "multipart/form-data; boundary=b"},
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_body"
+    await still_serving(proxy)
+
+
+async def test_forms_cut_and_spliced_at_random_are_answered_and_the_host_lives(open_proxy: OpenProxy) -> None:
+    """A fuzz on the host itself: a real form cut, repeated and spliced at random places (seeded),
+    each answered with JSON (a 400, or a 502 from a bot that has no image to give)."""
+    proxy = open_proxy("bot")
+    real = httpx.Request(
+        "POST",
+        "http://x/",
+        data={"prompt": "a hat", "model": "script"},
+        files={"image": ("a.png", b"\x89PNG")},
+    )
+    body, content_type = real.read(), real.headers["content-type"]
+    chance = random.Random(28)
+    async with proxy.http() as http:
+        for _ in range(40):
+            cuts = sorted(chance.randrange(len(body)) for _ in range(4))
+            pieces = [body[: cuts[0]], body[cuts[1] : cuts[2]] * chance.randrange(3), body[cuts[3] :]]
+            mangled = b"".join(pieces) + bytes(chance.randrange(256) for _ in range(chance.randrange(8)))
+            response = await http.post(
+                "/v1/images/edits", content=mangled, headers={**AUTH, "content-type": content_type}
+            )
+            assert response.status_code in (200, 400, 502), response.text
+            assert "error" in response.json() or "data" in response.json()
     await still_serving(proxy)
 
 

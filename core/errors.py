@@ -184,6 +184,32 @@ def scrub_all(value: Any, key: str) -> Any:
     return value
 
 
+def scrub_error(error: OpenAIError, key: str) -> OpenAIError:
+    """``error`` fit to leave the proxy: no piece of ``key`` in any of its fields (Poe's words
+    are in them: the message, and the ``code`` and ``param`` Poe named) nor in its headers; a
+    header that scrubbing changed is dropped (half a header is no header)."""
+    error.message = scrub(error.message, key)
+    error.code = None if error.code is None else scrub(error.code, key)
+    error.param = None if error.param is None else scrub(error.param, key)
+    error.headers = {name: value for name, value in error.headers.items() if scrub(value, key) == value}
+    return error
+
+
+def scrub_response(response: Any, key: str) -> Any:
+    """A Responses object from Poe with every field Poe fills scrubbed of ``key``
+    (``incomplete_details``, ``error``, ``metadata``, …) but ``output``: the model's own words,
+    which reach the client as they were said."""
+    if not isinstance(response, dict):
+        return scrub_all(response, key)
+    return {name: value if name == "output" else scrub_all(value, key) for name, value in response.items()}
+
+
+# A Retry-After value as RFC 9110 has it: seconds, or an HTTP date.
+_RETRY_AFTER = re.compile(
+    r"[0-9]{1,10}|[A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
+)
+
+
 def summarize_upstream_text(body: str) -> str:
     """Upstream error text fit to show a client: one line, short (the key is scrubbed from every
     error as it leaves, ``scrub``)."""
@@ -266,7 +292,8 @@ def error_from_upstream_status(
     if status == 413:
         return RequestTooLargeError(f"Poe rejected the request as too large{suffix}")
     if status == 429:
-        extra = {"Retry-After": headers["retry-after"]} if "retry-after" in headers else None
+        retry_after = headers.get("retry-after", "").strip()
+        extra = {"Retry-After": retry_after} if _RETRY_AFTER.fullmatch(retry_after) else None
         return RateLimitError(f"Poe rate limit reached{suffix}", headers=extra)
     if 400 <= status < 500:
         return InvalidRequestError(

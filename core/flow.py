@@ -23,6 +23,7 @@ from .errors import (
     connection_refused,
     connection_reset,
     scrub,
+    scrub_error,
 )
 from .models import ModelListCache
 from .settings import LOG_LEVELS, Settings
@@ -188,7 +189,7 @@ class StoreStep(Step):
         return []
 
     def store_failed(self, reason: str) -> list[Action]:
-        self._context.note(store_error=reason[:200])  # for the log line, not for the client
+        self._context.note(store_error=scrub(reason, self._context.api_key)[:200])  # the log line only
         self.done = True
         self.error = StoreUnavailableError("The proxy's store of responses failed; try again later.")
         return []
@@ -303,10 +304,9 @@ class Context:
         self.record.update(fields)
 
     def scrubbed(self, error: OpenAIError) -> OpenAIError:
-        """``error`` fit to leave the proxy: its text holds no piece of the key this request used
-        (Poe's words are in it, and Poe may repeat the key in any shape)."""
-        error.message = scrub(error.message, self.api_key)
-        return error
+        """``error`` fit to leave the proxy: no field or header of it holds a piece of the key
+        this request used (Poe's words are in it, and Poe may repeat the key in any shape)."""
+        return scrub_error(error, self.api_key)
 
     def note_upstream_status(self, status: int) -> None:
         """Poe's HTTP status for the log line; with several calls the worst one is kept."""

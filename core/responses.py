@@ -20,7 +20,7 @@ from typing import Any
 
 from .chat_request import ChatRequest, parse_chat_request
 from .chat_stream import Converter
-from .errors import InvalidRequestError, OpenAIError, RateLimitError, UpstreamError, scrub_all
+from .errors import InvalidRequestError, OpenAIError, RateLimitError, UpstreamError, scrub_all, scrub_response
 from .settings import Settings
 from .sse import ServerSentEvent, dumps, json_value
 from .validate import missing_parameter, opt_bool, opt_list, opt_object, opt_str, required_str, type_error
@@ -598,8 +598,10 @@ class ResponsesRelay:
             data = None
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
             raise upstream_malformed()
-        if data["type"] in ("error", "response.failed"):  # Poe's own words: they may hold the key
+        if data["type"] == "error":  # Poe's own words: they may hold the key
             data = scrub_all(data, self._key)
+        elif isinstance(data.get("response"), dict):  # the fields Poe fills, but the model's words
+            data = {**data, "response": scrub_response(data["response"], self._key)}
         if isinstance(data.get("sequence_number"), int):
             self.last_sequence = data["sequence_number"]
         if isinstance(data.get("response"), dict):

@@ -37,7 +37,7 @@ from .errors import (
     NotFoundError,
     OpenAIError,
     StoreUnavailableError,
-    scrub_all,
+    scrub_response,
     summarize_upstream_text,
 )
 from .files import fetch_files
@@ -426,7 +426,7 @@ def stored_response(context: Context, *, response_id: str, action: str) -> Flow:
         [answer] = yield JsonCalls(
             context, [context.upstream(context.method, path, body, accept="application/json")]
         )
-        return context.json(200, scrub_all(answer, context.api_key))
+        return context.json(200, scrub_response(answer, context.api_key))
     if context.store_missing is not None:
         raise NotFoundError(
             f"Response with id '{response_id}' not found: this deployment keeps no responses. "
@@ -506,9 +506,7 @@ def relay_responses(context: Context, body: dict[str, Any], chat: ChatRequest) -
         ]
         call = context.upstream("POST", "/v1/responses", {**body, "input": retry}, accept="application/json")
         [answer] = yield JsonCalls(context, [call])
-    if answer.get("error") is not None:  # a failed response: Poe's words, which may hold the key
-        answer = {**answer, "error": scrub_all(answer["error"], context.api_key)}
-    return context.json(200, answer)
+    return context.json(200, scrub_response(answer, context.api_key))
 
 
 # -- models and embeddings (Poe's OpenAI-compatible API, whatever the backend) -----------------

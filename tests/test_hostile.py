@@ -264,6 +264,79 @@ async def test_no_piece_of_the_owners_key_reaches_a_token_holder_from_an_http_er
     assert not holds_part_of(proxy.log_text()[mark:], POE_KEY)
 
 
+KEY_PLACES: dict[str, Callable[[str], Answer]] = {
+    "code and param": lambda key: Answer.json(
+        400, {"error": {"message": "no", "code": key, "param": f"key={key}"}}
+    ),
+    "a 404's code": lambda key: Answer.json(404, {"error": {"message": "no", "code": key[:9], "param": key}}),
+    "type and nested": lambda key: Answer.json(400, {"error": {"type": key, "message": {"k": key}}}),
+    "retry-after": lambda key: Answer.json(429, {"error": {"message": "slow down"}}, **{"retry-after": key}),
+}
+
+
+@pytest.mark.parametrize("place", KEY_PLACES)
+async def test_no_field_or_header_of_an_error_carries_the_owners_key(
+    open_proxy: OpenProxy, faulty_poe: FaultyPoe, backend: str, place: str
+) -> None:
+    faulty_poe.handler = lambda request: KEY_PLACES[place](POE_KEY)
+    proxy = open_proxy(backend, **OWNER_MODE, POE_BASE_URL=faulty_poe.url)
+    mark = proxy.log_mark()
+    async with proxy.http() as client:
+        body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+        response = await client.post(
+            "/v1/chat/completions", headers={"Authorization": "Bearer team-token"}, json=body
+        )
+    assert response.status_code in (400, 404, 429)
+    said = response.text + json.dumps(dict(response.headers))
+    assert not holds_part_of(said, POE_KEY), said
+    await asyncio.sleep(0.2)
+    assert not holds_part_of(proxy.log_text()[mark:], POE_KEY)
+
+
+async def test_a_well_formed_retry_after_is_passed_on(open_proxy: OpenProxy, faulty_poe: FaultyPoe) -> None:
+    faulty_poe.handler = lambda request: Answer.json(
+        429, {"error": {"message": "slow"}}, **{"retry-after": "7"}
+    )
+    proxy = open_proxy("bot", POE_BASE_URL=faulty_poe.url)
+    async with proxy.http() as client:
+        body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+        response = await client.post("/v1/chat/completions", headers=AUTH, json=body)
+    assert (response.status_code, response.headers.get("retry-after")) == (429, "7")
+
+
+async def test_no_field_poe_fills_in_a_response_carries_the_owners_key(
+    open_proxy: OpenProxy, faulty_poe: FaultyPoe
+) -> None:
+    words = f"the model may say {POE_KEY[:4]}"  # the model's words are its own, and stay whole
+    output = [
+        {
+            "type": "message",
+            "id": "msg_1",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": words}],
+        }
+    ]
+    cut = {"id": "resp_1", "object": "response", "status": "incomplete", "output": output}
+    cut |= {"incomplete_details": {"reason": f"key={POE_KEY}"}, "metadata": {"by": POE_KEY[:10]}}
+    event = json.dumps({"type": "response.incomplete", "sequence_number": 0, "response": cut})
+
+    def handler(request: httpx.Request) -> Answer:
+        if json.loads(request.content).get("stream"):
+            return Answer.sse(f"event: response.incomplete\ndata: {event}\n\n")
+        return Answer.json(200, cut)
+
+    faulty_poe.handler = handler
+    proxy = open_proxy("openai", **OWNER_MODE, POE_BASE_URL=faulty_poe.url)
+    async with proxy.http() as client:
+        for stream in (False, True):
+            body = {"model": "echo", "input": "hi", "stream": stream}
+            response = await client.post(
+                "/v1/responses", headers={"Authorization": "Bearer team-token"}, json=body
+            )
+            assert not holds_part_of(response.text, POE_KEY), response.text
+            assert words in response.text
+
+
 async def test_no_piece_of_the_owners_key_reaches_a_token_holder_from_poes_responses_api(
     open_proxy: OpenProxy, faulty_poe: FaultyPoe
 ) -> None:

@@ -33,7 +33,7 @@ CORS_HEADERS = {
     "access-control-allow-origin": "*",
     "access-control-allow-methods": "GET, POST, DELETE, OPTIONS",
     "access-control-allow-headers": "*",
-    "access-control-expose-headers": "x-request-id, retry-after",
+    "access-control-expose-headers": "x-request-id, retry-after, x-store-error",
     "access-control-max-age": "86400",
 }
 JSON_HEADERS = {"content-type": "application/json"}

@@ -443,8 +443,9 @@ class ResponsesWire:
     then ``response.completed`` (or ``response.incomplete``) with usage, or ``error`` and
     ``response.failed``.
 
-    ``hold``: the last events are not written by ``tail`` but kept in ``held`` (the response is
-    stored first, so that a client who has seen it complete finds it stored)."""
+    ``hold``: the last events are not written by ``tail`` but kept until ``release`` (the
+    response is stored first, so that a client who has seen it complete finds it stored, and is
+    told in ``response.completed`` when the store failed to keep it)."""
 
     def __init__(self, meta: ResponseMeta, *, hold: bool = False) -> None:
         self.meta = meta
@@ -553,10 +554,15 @@ class ResponsesWire:
         status, incomplete = _ending(self._finish_reason)
         response = self.meta.response(status, self._output, usage(chat_usage), incomplete=incomplete)
         self.response = response
-        out += self._event(f"response.{status}", response=response)
         if self.hold:
-            self.held, out = out, b""
-        return out
+            self.held = out
+            return b""
+        return out + self._event(f"response.{status}", response=response)
+
+    def release(self, *, kept: bool) -> bytes:
+        """The held events, the response's last event saying whether it was ``kept``."""
+        response = self.response if kept else {**self.response, "store": False}
+        return self.held + self._event(f"response.{response['status']}", response=response)
 
     def error(self, error: OpenAIError) -> bytes:
         if self._message is not None:  # what it said before it failed stays said

@@ -279,23 +279,20 @@ def responses(context: Context) -> Flow:
     )
     chat_meta = CompletionMeta(meta.id, meta.created, chat.bot)
 
-    def keep(response: dict[str, Any]) -> Generator[Step, Any, None]:
-        if stored:
-            yield from keep_response(context, response, earlier)
-
     if chat.stream:
         wire = ResponsesWire(meta, hold=stored)
         calls = yield from stream_chat(context, chat, chat_meta, wire)
-        yield from keep(wire.response)
-        if wire.held:
-            yield Emit([calls.send(wire.held)])
+        if stored and wire.response:  # the answer is complete (a failure ended the stream)
+            kept = yield from keep_response(context, wire.response, earlier)
+            yield Emit([calls.send(wire.release(kept=kept))])
         return None
 
     def present(answers: list[Converter], usage: dict[str, Any]) -> dict[str, Any]:
         return response_object(meta, answers[0], usage)
 
     response = yield from complete_chat(context, chat, chat_meta, present)
-    yield from keep(response)
+    if stored and not (yield from keep_response(context, response, earlier)):
+        response = {**response, "store": False}
     return context.json(200, response)
 
 
@@ -378,9 +375,11 @@ def response_chain(
     return history, chain
 
 
-def keep_response(context: Context, response: dict[str, Any], earlier: Earlier) -> Generator[Step, Any, None]:
-    """Store ``response``, its input and its output items for this caller. A store that fails
-    leaves the answer as it is (it has been paid for); the log line says so."""
+def keep_response(context: Context, response: dict[str, Any], earlier: Earlier) -> Generator[Step, Any, bool]:
+    """Store ``response``, its input and its output items for this caller; whether it was kept.
+    A store that fails leaves the answer whole (it has been paid for), but not stored: the answer
+    says ``store: false``, the ``x-store-error`` header says why where the head is still to be
+    sent, and the log line has the store's own reason."""
     expires = int(context.now + context.settings.responses_ttl)
     record = {
         "response": response,
@@ -392,8 +391,11 @@ def keep_response(context: Context, response: dict[str, Any], earlier: Earlier) 
         entries += encode_id(context, "item", item["id"], item, expires)
     try:
         yield StoreStep(context, put(context, entries))
-    except StoreUnavailableError:
-        context.note(error="store_unavailable")
+    except StoreUnavailableError as failed:
+        context.note(error=failed.code)
+        context.response_headers["x-store-error"] = f"{failed.code}: the response was not stored"
+        return False
+    return True
 
 
 def stored_input(items: Any, context: Context) -> list[dict[str, Any]]:

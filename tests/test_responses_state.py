@@ -248,6 +248,42 @@ async def test_store_false_keeps_nothing(stateful: Target) -> None:
             await client.responses.create(model="echo", input="x", previous_response_id=response.id)
 
 
+class FullStore:
+    """A store that reads but takes no more (full, or read-only)."""
+
+    def __init__(self, store: KeyValueStore) -> None:
+        self.get = store.get
+        self.delete = store.delete
+
+    async def put(self, keys: Any, values: Any, ttl: int) -> None:
+        raise OSError("database or disk is full")
+
+
+async def test_a_response_the_store_could_not_keep_says_so(
+    make_settings: Callable[..., Settings], tmp_path: Any
+) -> None:
+    store, _ = store_from_environ({"STATE_DIR": str(tmp_path)})
+    assert store is not None
+    proxy = Target(app=create_app(make_settings(), store=(FullStore(store), None)))
+    mark = proxy.log_mark()
+    async with proxy.sdk() as client:
+        raw = await client.responses.with_raw_response.create(model="echo", input="keep me")
+        answered = raw.parse()
+        stream = await client.responses.create(model="echo", input="keep me too", stream=True)
+        completed = [event async for event in stream][-1]
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(answered.id)
+    assert (answered.store, raw.headers["x-store-error"]) == (
+        False,
+        "store_unavailable: the response was not stored",
+    )
+    assert completed.type == "response.completed" and completed.response.store is False
+    assert answered.output_text == "keep me" and completed.response.output_text == "keep me too"
+    logged = [line for line in proxy.log_since(mark) if line["path"] == "/v1/responses"]
+    assert [line["store_error"] for line in logged] == ["OSError: database or disk is full"] * 2
+    proxy.close()
+
+
 async def test_delete_removes_the_response_and_its_items(stateful: Target) -> None:
     async with stateful.sdk() as client:
         response = await client.responses.create(model="echo", input="short-lived")

@@ -57,6 +57,7 @@ from .responses import (
     unsupported,
 )
 from .speech import parse_speech_request, speech_events
+from .sse import dumps
 from .state import encode_id, load_ids, put
 from .structured import json_answer_problem, json_correction, with_json_correction
 from .uploads import attachment_from_upload, pending_uploads, upload_request
@@ -298,11 +299,12 @@ def responses(context: Context) -> Flow:
 
 class Earlier(NamedTuple):
     """What a request continues: the body with its item references resolved, the items of the
-    responses before it, and their ids (oldest first)."""
+    responses before it, their ids (oldest first), and the size of those items as JSON."""
 
     body: dict[str, Any]
     history: list[dict[str, Any]]
     chain: list[str]
+    size: int = 0
 
 
 def earlier_items(context: Context, payload: dict[str, Any]) -> Generator[Step, Any, Earlier]:
@@ -327,10 +329,11 @@ def earlier_items(context: Context, payload: dict[str, Any]) -> Generator[Step, 
         )
     history: list[dict[str, Any]] = []
     chain: list[str] = []
+    size = 0
     if previous is not None:
-        history, chain = yield from response_chain(context, previous)
+        history, chain, size = yield from response_chain(context, previous)
     if not references:
-        return Earlier(payload, history, chain)
+        return Earlier(payload, history, chain, size)
     ids = [required_str(item, "id", param=f"input[{i}].id") for i, item in references]
     found = yield from load_ids(context, "item", ids)
     resolved = list(items)  # type: ignore[arg-type]  # a list: it holds the references
@@ -344,13 +347,15 @@ def earlier_items(context: Context, payload: dict[str, Any]) -> Generator[Step, 
                 code="item_not_found",
             )
         resolved[i] = kept.value
-    return Earlier({**payload, "input": resolved}, history, chain)
+    return Earlier({**payload, "input": resolved}, history, chain, size)
 
 
 def response_chain(
     context: Context, previous: str
-) -> Generator[Step, Any, tuple[list[dict[str, Any]], list[str]]]:
-    """The items of ``previous`` and of every response before it, oldest first, and their ids."""
+) -> Generator[Step, Any, tuple[list[dict[str, Any]], list[str], int]]:
+    """The items of ``previous`` and of every response before it, oldest first, their ids, and
+    their size as JSON; a conversation over ``MAX_CONVERSATION_BYTES`` is refused after its last
+    record is read, before the rest of it is."""
     [kept] = yield from load_ids(context, "resp", [previous])
     if kept is None:
         raise InvalidRequestError(
@@ -359,6 +364,16 @@ def response_chain(
             "whole conversation in 'input' instead.",
             param="previous_response_id",
             code="previous_response_not_found",
+        )
+    size = kept.value.get("size", 0)
+    limit = context.settings.max_conversation_bytes
+    if size > limit:
+        raise InvalidRequestError(
+            f"The conversation of '{previous}' is {size} bytes, over the limit of {limit} "
+            "(MAX_CONVERSATION_BYTES) on what is sent to Poe. Start a new conversation, with a "
+            "summary of this one in 'input', or send less.",
+            param="previous_response_id",
+            code="conversation_too_large",
         )
     chain = [*kept.value["chain"], previous]
     records = yield from load_ids(context, "resp", chain[:-1])
@@ -372,7 +387,7 @@ def response_chain(
                 code="previous_response_not_found",
             )
         history += record.value["input"] + record.value["response"]["output"]
-    return history, chain
+    return history, chain, size
 
 
 def keep_response(context: Context, response: dict[str, Any], earlier: Earlier) -> Generator[Step, Any, bool]:
@@ -381,10 +396,13 @@ def keep_response(context: Context, response: dict[str, Any], earlier: Earlier) 
     says ``store: false``, the ``x-store-error`` header says why where the head is still to be
     sent, and the log line has the store's own reason."""
     expires = int(context.now + context.settings.responses_ttl)
+    items = stored_input(earlier.body["input"], context)
     record = {
         "response": response,
-        "input": stored_input(earlier.body["input"], context),
+        "input": items,
         "chain": earlier.chain,
+        # the conversation up to this response, as JSON: what continuing it would send
+        "size": earlier.size + len(dumps(items)) + len(dumps(response["output"])),
     }
     entries = encode_id(context, "resp", response["id"], record, expires)
     for item in response["output"]:

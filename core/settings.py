@@ -45,6 +45,8 @@ class Settings:
     max_media_bytes: int = 7 * 1024 * 1024  # decoded; its base64 still fits in the body limit
     max_file_bytes: int = 20 * 1024 * 1024  # a file a bot answered with, fetched by the proxy
     max_n: int = 8
+    # A Responses conversation (previous_response_id's chain) as sent to Poe, in bytes of JSON.
+    max_conversation_bytes: int = 16 * 1024 * 1024
     poe_api_key: str | None = None
     access_tokens: tuple[str, ...] = ()
     allow_open_relay: bool = False
@@ -119,6 +121,7 @@ class Settings:
             max_media_bytes=int(number("MAX_MEDIA_BYTES", 7 * 1024 * 1024, minimum=1)),
             max_file_bytes=int(number("MAX_FILE_BYTES", 20 * 1024 * 1024, minimum=1024)),
             max_n=int(number("MAX_N", 8, minimum=1)),
+            max_conversation_bytes=int(number("MAX_CONVERSATION_BYTES", 16 * 1024 * 1024, minimum=1024)),
             poe_api_key=poe_api_key,
             access_tokens=tokens,
             allow_open_relay=allow_open_relay,

@@ -297,6 +297,25 @@ async def test_delete_removes_the_response_and_its_items(stateful: Target) -> No
     assert referenced.value.code == "item_not_found"
 
 
+async def test_a_conversation_past_its_bound_is_a_400_naming_previous_response_id(
+    open_proxy: OpenProxy,
+) -> None:
+    """Each turn within the body's limit, the chain of them within MAX_CONVERSATION_BYTES."""
+    async with open_proxy("bot", MAX_CONVERSATION_BYTES="4096").sdk() as client:
+        previous, turns = None, 0
+        with pytest.raises(openai.BadRequestError) as refused:
+            while turns < 10:
+                response = await client.responses.create(
+                    model="echo", input="x" * 500, previous_response_id=previous
+                )
+                previous, turns = response.id, turns + 1
+        short = await client.responses.create(model="echo", input="a new start")
+    # every turn is its 500 characters said and echoed: four fit in 4 KiB, the fifth does not
+    assert turns == 4
+    assert (refused.value.param, refused.value.code) == ("previous_response_id", "conversation_too_large")
+    assert "MAX_CONVERSATION_BYTES" in refused.value.message and short.output_text == "a new start"
+
+
 async def test_a_large_turn_is_kept_in_parts(stateful: Target) -> None:
     """A turn larger than one value of the smallest store (Deno KV: 64 KiB) comes back whole."""
     big = os.urandom(150_000).hex()  # 300 kB that hardly compresses

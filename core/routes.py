@@ -340,8 +340,9 @@ def earlier_items(context: Context, payload: dict[str, Any]) -> Generator[Step, 
     for (i, _), item_id, kept in zip(references, ids, found, strict=True):
         if kept is None:
             raise InvalidRequestError(
-                f"Item '{item_id}' was not found: only items of responses stored with this API key, "
-                "and not yet expired (RESPONSES_TTL), can be referenced. Send the item itself in "
+                f"Item '{item_id}' was not found: only the output items of responses stored with "
+                "this API key, and not yet expired (RESPONSES_TTL), can be referenced; the items of "
+                "a response's input (as input_items lists them) cannot. Send the item itself in "
                 "'input' instead.",
                 param=f"input[{i}]",
                 code="item_not_found",

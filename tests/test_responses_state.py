@@ -238,6 +238,21 @@ async def test_unknown_ids_and_stored_prompts_are_400s_that_say_what_to_do(state
         assert "'input'" in caught.value.message  # what to do instead
 
 
+async def test_a_reference_to_an_input_item_says_only_output_items_can_be(stateful: Target) -> None:
+    async with stateful.sdk() as client:
+        first = await client.responses.create(model="echo", input="remember me")
+        [said] = (await client.responses.input_items.list(first.id)).data
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.responses.create(model="echo", input=[{"type": "item_reference", "id": said.id}])
+        answer = await client.responses.create(
+            model="inspect",
+            input=[{"type": "item_reference", "id": first.output[0].id}, {"role": "user", "content": "and?"}],
+        )
+    assert (refused.value.param, refused.value.code) == ("input[0]", "item_not_found")
+    assert "only the output items" in refused.value.message and "input_items" in refused.value.message
+    assert seen(answer) == [("bot", "remember me"), ("user", "and?")]  # an output item can be
+
+
 async def test_store_false_keeps_nothing(stateful: Target) -> None:
     async with stateful.sdk() as client:
         response = await client.responses.create(model="echo", input="forget me", store=False)

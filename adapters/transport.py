@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
+import socket
 import ssl
 import time
 import urllib.request
@@ -37,6 +39,11 @@ MAX_IDLE_PER_ORIGIN = 128
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Origin = tuple[str, str, int]
+
+
+class NotPublic(httpx.ConnectError):
+    """A request that may reach only public addresses (the ``public`` extension) named a host
+    that resolves to another: no connection was made."""
 
 
 class _Connection(asyncio.Protocol):
@@ -316,7 +323,9 @@ class HTTP1Transport(httpx.AsyncBaseTransport):
             url.raw_path,
             b"\r\n".join([b"%b: %b" % field for field in fields]),
         )
-        connection = self._checkout(origin) or await self._connect(origin, timeouts.get("connect"))
+        connection = self._checkout(origin) or await self._connect(
+            origin, timeouts.get("connect"), public=request.extensions.get("public", False)
+        )
         try:
             connection.send(head, body)
             await connection.response_head(timeouts.get("read"))
@@ -356,14 +365,17 @@ class HTTP1Transport(httpx.AsyncBaseTransport):
         else:
             connection.close()
 
-    async def _connect(self, origin: Origin, connect_timeout: float | None) -> _Connection:
+    async def _connect(self, origin: Origin, connect_timeout: float | None, *, public: bool) -> _Connection:
+        """A new connection to ``origin``; if ``public``, only to an address that is public, the
+        one checked being the one connected to (a name is resolved once, here)."""
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         tls = self._tls() if scheme == "https" else None
         try:
             async with asyncio.timeout(connect_timeout):
+                address = await _public_address(loop, host, port) if public else host
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(loop), host, port, ssl=tls, server_hostname=host if tls else None
+                    lambda: _Connection(loop), address, port, ssl=tls, server_hostname=host if tls else None
                 )
         except TimeoutError:
             raise httpx.ConnectTimeout(f"Timed out connecting to {host}:{port}.") from None
@@ -401,3 +413,18 @@ class HTTP1Transport(httpx.AsyncBaseTransport):
         for transport in self._proxied.values():
             await transport.aclose()
         self._proxied.clear()
+
+
+async def _public_address(loop: asyncio.AbstractEventLoop, host: str, port: int) -> str:
+    """The first address ``host`` resolves to, if every one is public (``NotPublic`` otherwise:
+    a name with one private address among public ones could be made to connect there)."""
+    found = await loop.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    addresses = [str(info[4][0]) for info in found]
+    for address in addresses:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+        mapped = getattr(ip, "ipv4_mapped", None)
+        if not ip.is_global or (mapped is not None and not mapped.is_global):
+            raise NotPublic(f"{host} resolves to {address}, which is not a public address.")
+    if not addresses:
+        raise httpx.ConnectError(f"{host} resolves to no address.")
+    return addresses[0]

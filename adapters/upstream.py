@@ -24,10 +24,12 @@ from core.exchange import FailureReason, StartCall
 from core.settings import Settings
 
 from .driver import CallFailed
-from .transport import HTTP1Transport
+from .transport import HTTP1Transport, NotPublic
 
 
 def failure_reason(exc: httpx.HTTPError) -> FailureReason:
+    if isinstance(exc, NotPublic):
+        return "not_public"
     if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
         return "connect_timeout"
     if isinstance(exc, httpx.TimeoutException):
@@ -71,7 +73,7 @@ class HttpxUpstream:
             url,
             headers=headers,
             stream=httpx.ByteStream(body),
-            extensions={"timeout": self._timeout},
+            extensions={"timeout": self._timeout, "public": call.public},
         )
         try:
             response = await self.transport.handle_async_request(request)

@@ -1,25 +1,28 @@
 """Files a bot answered with (a generated image, a voice recording): which the proxy may fetch,
 and the calls that fetch them.
 
-A bot's ``file`` event names a URL on Poe's CDN. The proxy fetches one only when a client asked
-for the bytes (``b64_json`` images, speech), and only a URL it may fetch: HTTPS, to a host that is
-not an address of a private network, or any URL at the origin of ``POE_BASE_URL`` or
-``POE_UPLOAD_URL`` (a local stand-in of Poe). A plain-HTTP URL anywhere else (a cloud's metadata
-address, a VPC's services) is never fetched, nor is any redirect to one. The calls carry no key:
-Poe's file URLs are public, and a bot's URL may lead anywhere.
+A bot's ``file`` event names a URL on Poe's CDN, but any Poe user can publish a bot, and a bot's
+URL may lead anywhere. The proxy fetches one only when a client asked for the bytes (``b64_json``
+images, speech), and only a URL it may fetch: HTTPS to a public host, or any URL at the origin
+of ``POE_BASE_URL`` or ``POE_UPLOAD_URL`` (a local stand-in of Poe). Every URL, and every place a
+redirect leads, is parsed by one rule (``core.urls``, the URL Standard's, as a browser-style
+``fetch`` reads it), so that every spelling of an address (``https://2130706433/``,
+``https://127.1/``, ``https://0x7f000001/``, ...) is checked as the address it is, and names of
+a local network (``localhost``, a single label, ``.internal``) are refused. A host that resolves
+names itself checks the addresses a name resolves to before connecting (``StartCall.public``).
+The calls carry no key: Poe's file URLs are public.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
 from .calls import CallGroup
 from .errors import UpstreamError
 from .flow import USER_AGENT, Action, Context, Step, UpstreamRequest
+from .urls import URL, Origin, parse
 
 MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -35,35 +38,31 @@ class Fetched:
 
 @dataclass(frozen=True, slots=True)
 class Redirect:
-    location: str
+    location: str  # as the server said it: relative to the URL that answered
 
 
-def _origin(url: str) -> tuple[str, str, int | None] | None:
-    try:
-        parts = urlsplit(url)
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    except ValueError:
-        return None
-    if not parts.hostname:
-        return None
-    return (parts.scheme, parts.hostname.lower(), port)
+def origins(urls: Sequence[str]) -> set[Origin]:
+    """The origins of ``urls`` (Poe's, as the deployment names them)."""
+    return {parsed.origin for parsed in map(parse, urls) if parsed is not None}
 
 
-def may_fetch(url: str, poe_origins: Sequence[str]) -> bool:
-    """Whether the proxy may fetch ``url`` (see the module's docstring); ``poe_origins``: the
-    URLs of Poe the deployment is configured with."""
-    origin = _origin(url)
-    if origin is None or "@" in urlsplit(url).netloc:  # no credentials in a URL a bot gave
-        return False
-    if origin in {_origin(poe) for poe in poe_origins}:
-        return True
-    if origin[0] != "https":
-        return False
-    try:
-        address = ipaddress.ip_address(origin[1].strip("[]"))
-    except ValueError:
-        return True  # a host name
-    return address.is_global
+def fetchable(url: str, poe_origins: Sequence[str], base: URL | None = None) -> URL:
+    """``url`` (relative to ``base``, for a redirect) as the proxy may fetch it (see the module's
+    docstring), or the 502 that refuses it; ``poe_origins``: the URLs of Poe the deployment is
+    configured with."""
+    parsed = parse(url, base)
+    if parsed is None:
+        raise UpstreamError(
+            "The bot answered with a file at a URL that does not parse.", code="upstream_file_refused"
+        )
+    poe = origins(poe_origins)
+    if parsed.credentials or not (parsed.origin in poe or (parsed.scheme == "https" and parsed.public)):
+        raise UpstreamError(
+            "The bot answered with a file at a URL the proxy does not fetch: only HTTPS to a public "
+            f"host, or Poe's own origin ({parsed.scheme}://{parsed.host}:{parsed.port}).",
+            code="upstream_file_refused",
+        )
+    return parsed
 
 
 class FetchFiles(CallGroup):
@@ -71,9 +70,13 @@ class FetchFiles(CallGroup):
     over ``limit`` bytes together, or a status that is neither 200 nor a redirect, fail the
     group."""
 
-    def __init__(self, context: Context, urls: Sequence[str], limit: int) -> None:
+    def __init__(self, context: Context, urls: Sequence[URL], poe: Collection[Origin], limit: int) -> None:
         headers = {"user-agent": USER_AGENT, "accept": "*/*"}
-        super().__init__(context, [UpstreamRequest("GET", url, dict(headers), None) for url in urls])
+        # Only Poe's own origin may resolve to a private address (a local stand-in of Poe).
+        requests = [
+            UpstreamRequest("GET", str(url), dict(headers), None, url.origin not in poe) for url in urls
+        ]
+        super().__init__(context, requests)
         self._urls = urls
         self._limit = limit
         self._bodies = [bytearray() for _ in urls]
@@ -85,7 +88,7 @@ class FetchFiles(CallGroup):
     def answered(self, index: int, status: int, headers: Mapping[str, str]) -> list[Action]:
         location = headers.get("location")
         if status in _REDIRECTS and location:
-            self.result[index] = Redirect(urljoin(self._urls[index], location))
+            self.result[index] = Redirect(location)
             return self._stop(index, reuse=False) + self._one_done()
         if status != 200:
             return super().answered(index, status, headers)
@@ -113,7 +116,7 @@ class FetchFiles(CallGroup):
 
     def _refuse(self, index: int) -> list[Action]:
         status = self._refused[index][0]
-        host = urlsplit(self._urls[index]).hostname
+        host = self._urls[index].host
         return self._fail(
             UpstreamError(
                 f"The file the bot answered with could not be fetched: {host} answered {status}.",
@@ -130,35 +133,26 @@ class FetchFiles(CallGroup):
 
 
 def fetch_files(context: Context, urls: Sequence[str]) -> Generator[Step, Any, list[Fetched]]:
-    """The bytes of each of ``urls``, following redirects; each URL, and each place a redirect
-    leads, checked with ``may_fetch`` first. ``MAX_FILE_BYTES`` bounds them all together: what
-    one request may make a host hold."""
+    """The bytes of each of ``urls``, following up to ``MAX_REDIRECTS`` redirects each; each URL,
+    and each place a redirect leads, checked with ``fetchable`` first. ``MAX_FILE_BYTES`` bounds
+    them all together: what one request may make a host hold."""
     settings = context.settings
     poe = (settings.poe_base_url, settings.poe_upload_url)
-    wanted = list(urls)
+    wanted = [fetchable(url, poe) for url in urls]
     found: list[Fetched | None] = [None] * len(wanted)
     budget = settings.max_file_bytes
     for _ in range(MAX_REDIRECTS + 1):
         pending = [i for i, file in enumerate(found) if file is None]
-        if not pending:
-            return [file for file in found if file is not None]
-        for i in pending:
-            if not may_fetch(wanted[i], poe):
-                origin = _origin(wanted[i])
-                where = f" ({origin[0]}://{origin[1]})" if origin else ""
-                raise UpstreamError(
-                    "The bot answered with a file at a URL the proxy does not fetch: only HTTPS to "
-                    f"a public host, or Poe's own origin{where}.",
-                    code="upstream_file_refused",
-                )
-        step = FetchFiles(context, [wanted[i] for i in pending], budget)
+        step = FetchFiles(context, [wanted[i] for i in pending], origins(poe), budget)
         answers = yield step
         budget -= step.size
         for i, answer in zip(pending, answers, strict=True):
             if isinstance(answer, Redirect):
-                wanted[i] = answer.location
+                wanted[i] = fetchable(answer.location, poe, base=wanted[i])
             else:
                 found[i] = answer
+        if all(file is not None for file in found):
+            return [file for file in found if file is not None]
     raise UpstreamError(
         f"The file the bot answered with redirected more than {MAX_REDIRECTS} times.",
         code="upstream_file_unavailable",

@@ -19,6 +19,7 @@ from .errors import (
     RequestTimeoutError,
     RequestTooLargeError,
     StoreUnavailableError,
+    UpstreamError,
     UpstreamTimeoutError,
     connection_refused,
     connection_reset,
@@ -40,9 +41,10 @@ JSON_HEADERS = {"content-type": "application/json"}
 SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no"}
 USER_AGENT = "poe-openai-proxy/0.1"
 
-# How a call failed, as the host saw it: no connection, no answer in time, or the connection
-# broke (a reset, or an answer that is not HTTP).
-FailureReason = Literal["refused", "connect_timeout", "timeout", "reset"]
+# How a call failed, as the host saw it: no connection, no answer in time, the connection broke
+# (a reset, or an answer that is not HTTP), or a call asked to reach only public addresses named
+# a host that resolved to another (``StartCall.public``).
+FailureReason = Literal["refused", "connect_timeout", "timeout", "reset", "not_public"]
 # How reading the request body failed: it did not arrive within ``Settings.body_timeout``, or
 # the client broke the connection (an aborted upload).
 BodyFailure = Literal["timeout", "aborted"]
@@ -52,12 +54,14 @@ BodyFailure = Literal["timeout", "aborted"]
 
 
 class UpstreamRequest(NamedTuple):
-    """An HTTP request to Poe, exactly as it is to be sent (the host adds only Host and length)."""
+    """An HTTP request to Poe, exactly as it is to be sent (the host adds only Host and length).
+    ``public``: connect only to a public address (a host that resolves names checks them)."""
 
     method: str
     url: str
     headers: dict[str, str]
     body: bytes | None
+    public: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,7 @@ class StartCall:
     url: str
     headers: dict[str, str]
     body: bytes | None
+    public: bool = False  # connect only if the host's name resolves to public addresses
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +247,12 @@ def transport_error(reason: FailureReason) -> OpenAIError:
         return UpstreamTimeoutError("Timed out connecting to Poe.")
     if reason == "refused":
         return connection_refused()
+    if reason == "not_public":
+        return UpstreamError(
+            "The bot answered with a file at a host that resolves to an address that is not public; "
+            "the proxy does not fetch it.",
+            code="upstream_file_refused",
+        )
     return connection_reset()
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from core.errors import OpenAIError
 from core.exchange import Proxy, StartCall, StopCall
-from core.files import may_fetch
+from core.files import fetchable
 from core.images import aspect_ratio, parse_edit_form, parse_image_request
 from core.multipart import FormField, parse_form
 from core.settings import Settings
@@ -39,17 +39,62 @@ IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
         ("http://169.254.169.254/latest/meta-data/", False),  # a cloud's metadata address
         ("https://169.254.169.254/latest/meta-data/", False),
         ("https://[::1]/image.png", False),
+        ("https://[::ffff:127.0.0.1]/image.png", False),
         ("https://10.0.0.5/image.png", False),
         ("http://pfst.cf2.poecdn.net/image.png", False),  # plain HTTP outside Poe's origin
         ("https://user@pfst.cf2.poecdn.net/image.png", False),
         ("ftp://pfst.cf2.poecdn.net/image.png", False),
-        ("https:///image.png", False),
+        ("https:///image.png", True),  # as a browser reads it: https://image.png/
         ("https://pfst.cf2.poecdn.net:99999/image.png", False),  # a port that cannot be
         ("https://[::1/image.png", False),  # not a URL at all
+        # Every spelling of an internal address that a browser-style fetch would connect to.
+        ("https://2130706433/", False),
+        ("https://0x7f000001/", False),
+        ("https://0177.0.0.1/", False),
+        ("https://127.1/", False),
+        ("https://127.0.0.1./", False),
+        ("https://0/", False),
+        ("https://%31%32%37.0.0.1/", False),
+        ("https://\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff11/", False),  # full-width
+        ("https://10.1/", False),
+        ("https://169.254.169.254./", False),
+        ("https://2852039166/", False),  # 169.254.169.254 in decimal
+        ("https://0xa9fea9fe/", False),  # and in hex
+        ("https:\\\\169.254.169.254/", False),
+        ("https://localhost:8443/", False),
+        ("https://LOCALHOST./", False),
+        ("https://metadata/", False),  # a single label: a name only a local resolver knows
+        ("https://db.internal/", False),
+        ("https://printer.local/", False),
+        ("https://0x100000000/", False),  # past IPv4: does not parse
+        ("https://1.2.3.4.5/", False),
+        ("https://09.1.1.1/", False),  # not octal
+        ("https://exa mple.com/", False),
     ],
 )
 def test_which_file_urls_the_proxy_fetches(url: str, fetched: bool) -> None:
-    assert may_fetch(url, POE) is fetched
+    if fetched:
+        fetchable(url, POE)
+        return
+    with pytest.raises(OpenAIError) as refused:
+        fetchable(url, POE)
+    assert (refused.value.status, refused.value.code) == (502, "upstream_file_refused")
+
+
+@pytest.mark.parametrize(
+    ("location", "leads_to"),
+    [
+        ("/b/c.png", "https://cdn.example.com/b/c.png"),
+        ("c.png?x=1", "https://cdn.example.com/a/c.png?x=1"),
+        ("//other.example.com/c.png", "https://other.example.com/c.png"),
+        ("/\\other.example.com/c.png", "https://other.example.com/c.png"),  # \ is / in a special URL
+        ("https:other.example.com", "https://cdn.example.com/a/other.example.com"),
+        ("HTTPS://Other.Example.com:443/c.png", "https://other.example.com/c.png"),
+    ],
+)
+def test_a_redirect_is_resolved_as_a_browser_resolves_it(location: str, leads_to: str) -> None:
+    base = fetchable("https://cdn.example.com/a/b.png", POE)
+    assert str(fetchable(location, POE, base)) == leads_to
 
 
 def image_bot(url: str) -> list[Event]:

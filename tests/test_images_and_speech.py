@@ -319,3 +319,50 @@ async def test_a_redirect_to_a_private_plain_http_url_is_not_followed(
     private = f"http://127.0.0.1:{private_server.server_address[1]}/latest/meta-data/image.png"
     await assert_refused(client, f"{poe_server}/poe_files/moved?{urlencode({'to': private})}")
     assert private_server.knocks == 0
+
+
+# Spellings of 127.0.0.1 that a browser-style fetch connects to (the port is the private server's).
+INTERNAL_SPELLINGS = [
+    "https://2130706433:{port}/x.png",
+    "https://0x7f000001:{port}/x.png",
+    "https://0177.0.0.1:{port}/x.png",
+    "https://127.1:{port}/x.png",
+    "https://127.0.0.1.:{port}/x.png",
+    "https://%31%32%37.0.0.1:{port}/x.png",
+    "https://\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff11:{port}/x.png",
+    "https://localhost:{port}/x.png",
+]
+
+
+@pytest.mark.parametrize("spelling", INTERNAL_SPELLINGS)
+async def test_every_spelling_of_an_internal_address_is_refused_without_a_connection(
+    open_proxy: OpenProxy, poe_server: str, private_server: Knocks, spelling: str
+) -> None:
+    url = spelling.format(port=private_server.server_address[1])
+    async with open_proxy("bot").sdk() as client:
+        await assert_refused(client, url)
+        await assert_refused(client, f"{poe_server}/poe_files/moved?{urlencode({'to': url})}")
+    assert private_server.knocks == 0
+
+
+async def test_five_redirects_are_followed_and_a_sixth_is_not(open_proxy: OpenProxy, poe_server: str) -> None:
+    async with httpx.AsyncClient() as poe:
+        answer = await poe.post(
+            f"{poe_server}/poe_api/file_upload_3RD_PARTY_POST",
+            headers={"authorization": POE_KEY},  # the bare key, as fastapi_poe sends it
+            files={"file": ("r.png", PHOTO)},
+        )
+    url = answer.json()["attachment_url"]
+    for _ in range(5):
+        url = f"{poe_server}/poe_files/moved?{urlencode({'to': url})}"
+    async with open_proxy("bot").sdk() as client:
+        image = await client.images.generate(
+            model="script", prompt=scripted_file(url), response_format="b64_json"
+        )
+        assert base64.b64decode(image.data[0].b64_json or "") == PHOTO
+        once_more = f"{poe_server}/poe_files/moved?{urlencode({'to': url})}"
+        with pytest.raises(openai.APIStatusError) as raised:
+            await client.images.generate(
+                model="script", prompt=scripted_file(once_more), response_format="b64_json"
+            )
+    assert raised.value.status_code == 502 and "more than 5 times" in raised.value.message

@@ -22,7 +22,7 @@ import pytest
 import trustme
 
 from adapters.app import create_app
-from adapters.transport import HIGH_WATER, HTTP1Transport
+from adapters.transport import HIGH_WATER, HTTP1Transport, NotPublic
 from core.settings import Settings
 from tests.hosts import Target
 
@@ -462,3 +462,33 @@ async def test_the_app_reuses_a_connection_after_done_and_closes_it_after_a_cut(
             answer = await sdk.chat.completions.create(model="bot", messages=messages, stop="STOP")
             assert (answer.choices[0].message.content, answer.choices[0].finish_reason) == ("one ", "stop")
             await asyncio.wait_for(server.closed_by_client.wait(), 5)  # the bot is told to stop
+
+
+async def test_a_public_only_call_to_a_name_that_resolves_inside_connects_nowhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bot's file at ``files.example.com`` that DNS answers with 127.0.0.1 (or with a public
+    address and a private one): refused before any connection; Poe's own calls are not public-only."""
+    async with peer(reply(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")) as (server, url):
+        port = int(url.rsplit(":", 1)[1])
+        loop = asyncio.get_running_loop()
+        for answers in (["127.0.0.1"], ["93.184.215.14", "10.0.0.1"], ["::ffff:127.0.0.1"]):
+
+            async def resolve(host: str, *args: object, found: list[str] = answers, **kwargs: object) -> list:  # type: ignore[type-arg]
+                family = socket.AF_INET6 if ":" in found[0] else socket.AF_INET
+                return [(family, socket.SOCK_STREAM, 6, "", (address, port)) for address in found]
+
+            monkeypatch.setattr(loop, "getaddrinfo", resolve)
+            transport = HTTP1Transport()
+            public = httpx.Request(
+                "GET", f"http://files.example.com:{port}/x", extensions={"timeout": TIMEOUT, "public": True}
+            )
+            with pytest.raises(NotPublic):
+                await transport.handle_async_request(public)
+            await transport.aclose()
+        assert server.connections == 0
+        monkeypatch.setattr(loop, "getaddrinfo", lambda *a, **k: resolve("", found=["127.0.0.1"]))
+        transport = HTTP1Transport()
+        assert await call(transport, f"http://files.example.com:{port}") == (200, b"ok")  # not public-only
+        await transport.aclose()
+    assert server.connections == 1

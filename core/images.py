@@ -40,6 +40,18 @@ _QUALITY_FLAG = {
     "max": "high",
 }
 _FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp", "image/gif": "gif"}
+# The values OpenAI documents for each option (each model takes some of them; Poe's bots get the
+# ones they have a flag for). Anything else is a 400 naming the field, as OpenAI answers it.
+_CHOICES = {
+    "quality": ("auto", *_QUALITY_FLAG),
+    "style": ("vivid", "natural"),
+    "background": ("auto", "transparent", "opaque"),
+    "output_format": ("png", "jpeg", "webp"),
+    "moderation": ("auto", "low"),
+    "input_fidelity": ("high", "low"),
+}
+# How each image format an edit takes begins (its magic bytes): a file that is none is no image.
+_IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
 VARIATION_PROMPT = "Make a variation of this image."
 # Fields of a form (``/v1/images/edits``) that are numbers or booleans in JSON.
 _FORM_INTEGERS = ("n", "output_compression", "partial_images")
@@ -62,6 +74,7 @@ class ImageRequest:
     user: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     images: tuple[MediaPart, ...] = ()  # to edit; the mask, if any, is the last
+    variation: bool = False  # of its image, with the proxy's prompt
 
     @property
     def edit(self) -> bool:
@@ -107,7 +120,7 @@ def aspect_ratio(size: str | None) -> str | None:
 
 
 def parse_image_request(
-    body: Mapping[str, Any], settings: Settings, *, images: Sequence[MediaPart] = ()
+    body: Mapping[str, Any], settings: Settings, *, images: Sequence[MediaPart] = (), variation: bool = False
 ) -> ImageRequest:
     """Validate a generation body (JSON), or an edit's fields with its ``images``."""
     prompt = required_str(body, "prompt")
@@ -130,11 +143,7 @@ def parse_image_request(
             param="response_format",
             code="invalid_value",
         )
-    # Accepted as OpenAI takes them (a mistyped one is still a 400); quality and background kept.
-    quality, _, background, *_ = [
-        opt_str(body, name)
-        for name in ("quality", "style", "background", "output_format", "moderation", "input_fidelity")
-    ]
+    chosen = {name: _choice(body, name, choices) for name, choices in _CHOICES.items()}
     opt_int(body, "output_compression", 0, 100)
     opt_int(body, "partial_images", 0, 3)
     return ImageRequest(
@@ -144,13 +153,25 @@ def parse_image_request(
         n=opt_int(body, "n", 1, settings.max_n) or 1,
         response_format=response_format,  # type: ignore[arg-type]  # checked above
         size=size,
-        quality=quality,
-        background=background,
+        quality=chosen["quality"],
+        background=chosen["background"],
         stream=bool(opt_bool(body, "stream")),
         user=opt_str(body, "user") or opt_str(body, "safety_identifier"),
         parameters=dict(opt_object(body, "parameters") or {}),
         images=tuple(images),
+        variation=variation,
     )
+
+
+def _choice(body: Mapping[str, Any], name: str, choices: Sequence[str]) -> str | None:
+    value = opt_str(body, name)
+    if value is not None and value not in choices:
+        raise InvalidRequestError(
+            f"Invalid value for '{name}': {value!r}; expected one of {', '.join(map(repr, choices))}.",
+            param=name,
+            code="invalid_value",
+        )
+    return value
 
 
 def parse_edit_form(
@@ -169,6 +190,8 @@ def parse_edit_form(
                 mask = part
             else:
                 images.append(part)
+        elif variation and name == "prompt":
+            continue  # a variation's prompt is the proxy's: the client's would make it an edit
         elif form_field.filename is not None:
             raise InvalidRequestError(
                 f"The form field '{name}' is a file; only 'image' and 'mask' take files.",
@@ -179,7 +202,9 @@ def parse_edit_form(
             body[name] = _form_value(name, form_field.text())
     if not images:
         raise missing_parameter("image")
-    return parse_image_request(body, settings, images=[*images, *([mask] if mask else [])])
+    return parse_image_request(
+        body, settings, images=[*images, *([mask] if mask else [])], variation=variation
+    )
 
 
 def _form_value(name: str, text: str) -> Any:
@@ -206,6 +231,11 @@ def _image_part(form_field: FormField, settings: Settings) -> MediaPart:
             f"The file in '{name}' is larger than the limit of {settings.max_media_bytes} bytes.",
             param=name,
             code="file_too_large",
+        )
+    data = form_field.data
+    if not (data.startswith(_IMAGE_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")):
+        raise InvalidRequestError(
+            f"The file in '{name}' is not an image: PNG, JPEG, WebP or GIF.", param=name, code="invalid_image"
         )
     filename = form_field.filename or "image.png"
     mime = form_field.content_type

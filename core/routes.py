@@ -592,7 +592,10 @@ def image_edits(context: Context, *, variation: bool = False) -> Flow:
 def answer_images(context: Context, wanted: ImageRequest) -> Flow:
     """The images the bot answers ``wanted`` with: their URLs, or their bytes."""
     context.note(model=wanted.bot, stream=wanted.stream)
-    found = yield from bot_files(context, wanted.chat(), "image", param="prompt")
+    # A bot that answers without an image was given a prompt, or (a variation) only the image.
+    found = yield from bot_files(
+        context, wanted.chat(), "image", param="image" if wanted.variation else "prompt"
+    )
     created = int(context.now)
     content_types = [file.content_type for file, _ in found]
     if wanted.response_format == "url" and not wanted.stream:

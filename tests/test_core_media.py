@@ -308,3 +308,22 @@ def test_speech_takes_its_content_type_from_the_first_that_names_audio() -> None
     host = Host(script).run(request("POST", "/v1/audio/speech"), body)
     assert host.response is not None and host.response.headers["content-type"] == "audio/mpeg"
     assert host.body == b"ID3"
+
+
+def test_a_variation_the_bot_answers_without_an_image_names_the_image() -> None:
+    """A variation has no prompt of the client's: the bot's refusal is about the image."""
+
+    def script(call: StartCall) -> list[Event]:
+        if "/bot/" in call.url:
+            return [("answered", 200, {}), ("data", sse(("text", {"text": "No."}), ("done", {}))), ("ended",)]
+        return [
+            ("answered", 200, {}),
+            ("data", b'{"attachment_url": "https://cdn.poe.test/a.png"}'),
+            ("ended",),
+        ]
+
+    form = httpx.Request("POST", "http://x/", files={"image": ("a.png", IMAGE, "image/png")})
+    headers = {**AUTH, "content-type": form.headers["content-type"]}
+    host = Host(script).run(request("POST", "/v1/images/variations", headers), form.read())
+    assert host.response is not None and host.response.status == 400
+    assert (host.json()["error"]["param"], host.json()["error"]["code"]) == ("image", "no_file_in_answer")

@@ -122,7 +122,9 @@ async def test_an_edit_of_several_images_attaches_each(
 async def test_a_variation_asks_the_bot_for_one_of_the_image(
     client: openai.AsyncOpenAI, poe_state: PeerState
 ) -> None:
-    result = await client.images.create_variation(image=("photo.png", PHOTO, "image/png"), size="512x512")
+    result = await client.images.create_variation(
+        image=("photo.png", PHOTO, "image/png"), size="512x512", extra_body={"prompt": "a dog instead"}
+    )
     assert base64.b64decode(result.data[0].b64_json or "") == PHOTO
     message = poe_state.studio.last("GPT-Image-1").query[-1]
     assert message.content == "Make a variation of this image. --aspect 1:1"
@@ -198,6 +200,10 @@ def test_a_client_that_leaves_while_the_bot_draws_cancels_its_call(host: str, pr
         ("images/generations", {"prompt": "x", "response_format": "gif"}, "response_format"),
         ("images/generations", {"prompt": "x", "size": "big"}, "size"),
         ("images/generations", {"prompt": "x", "quality": 3}, "quality"),
+        ("images/generations", {"prompt": "x", "quality": "ultra"}, "quality"),
+        ("images/generations", {"prompt": "x", "background": "clear"}, "background"),
+        ("images/generations", {"prompt": "x", "style": "moody"}, "style"),
+        ("images/generations", {"prompt": "x", "output_format": "bmp"}, "output_format"),
         ("audio/speech", {"model": "tts-1", "input": "hi"}, "voice"),
         ("audio/speech", {"model": "tts-1", "voice": "alloy"}, "input"),
         ("audio/speech", {"model": "tts-1", "voice": "alloy", "input": "hi", "response_format": "ogg"},
@@ -211,6 +217,17 @@ async def test_a_bad_field_is_a_400_naming_it(
     response = await http.post(f"/v1/{path}", json=body, headers=AUTH)
     assert response.status_code == 400
     assert response.json()["error"]["param"] == param
+
+
+async def test_a_file_that_is_not_an_image_is_refused_before_it_is_uploaded(
+    client: openai.AsyncOpenAI, poe_state: PeerState
+) -> None:
+    text = b"these are not the pixels you are looking for"
+    with pytest.raises(openai.BadRequestError) as raised:
+        await client.images.edit(model="gpt-image-1", prompt="a hat", image=("photo.png", text, "image/png"))
+    error = raised.value.body
+    assert isinstance(error, dict) and (error["param"], error["code"]) == ("image", "invalid_image")
+    assert uploaded(poe_state, text) == []
 
 
 async def test_an_edit_needs_a_form_with_an_image(http: httpx.AsyncClient) -> None:

@@ -4,18 +4,26 @@
 // runtime serves it (tools/serve-web.mjs).
 // Usage: node tools/serve-netlify.mjs <module.mjs> <host> <port>
 import { randomUUID } from "node:crypto";
+import { mkdir } from "node:fs/promises";
+import http from "node:http";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { setEnvironmentContext } from "../netlify/node_modules/@netlify/blobs/dist/main.js";
 import { BlobsServer } from "../netlify/node_modules/@netlify/blobs/dist/server.js";
+import { createServerAdapter } from "../netlify/node_modules/@whatwg-node/server/esm/index.js";
 import { serveWeb } from "./serve-web.mjs";
 
 const [, , modulePath, host, port] = process.argv;
 const token = randomUUID();
 const directory = resolve(process.env.STATE_DIR || ".state", "netlify-blobs");
-const blobs = new BlobsServer({ directory, token, port: 0 });
-const { port: blobsPort } = await blobs.start();
-const url = `http://127.0.0.1:${blobsPort}`;
+// BlobsServer.start() listens on every interface; the function alone reaches it, so it is served
+// here, as start() serves it, on the loopback address only.
+const blobs = new BlobsServer({ directory, token });
+await mkdir(directory, { recursive: true });
+const blobsServer = http.createServer(createServerAdapter((request) => blobs.handleRequest(request)));
+await new Promise((listening) => blobsServer.listen(0, "127.0.0.1", listening));
+const url = `http://127.0.0.1:${blobsServer.address().port}`;
+blobs.address = url;
 setEnvironmentContext({ edgeURL: url, uncachedEdgeURL: url, siteID: "local", token });
 
 const { default: handler } = await import(pathToFileURL(modulePath).href);

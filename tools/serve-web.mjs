@@ -12,6 +12,8 @@
 import http from "node:http";
 import { pathToFileURL } from "node:url";
 
+// How long a client may take to send a request's head, as a platform's front end allows.
+const HEAD_TIMEOUT_MS = 10_000;
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade"]);
 // What a platform's front refuses before any function runs, answered as the proxy answers.
 const CORS = { "access-control-allow-origin": "*", "content-type": "application/json" };
@@ -125,12 +127,17 @@ async function answer(handler, req, res, origin) {
 export function serveWeb(handler, host, port, onListening) {
   const origin = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
   // The request body's time limit is the proxy's own (BODY_TIMEOUT): Node's would cut it at 300 s.
-  const server = http.createServer({ requestTimeout: 0 }, (req, res) => {
-    answer(handler, req, res, origin).catch((error) => {
-      console.error(JSON.stringify({ message: "the server failed", error: String(error).slice(0, 300) }));
-      send(res, { ...refusal(500, "The proxy failed unexpectedly.", "internal_error"), status: 500 });
-    });
-  });
+  // A head must arrive within HEAD_TIMEOUT_MS (Node's own default, min(60 s, requestTimeout), is
+  // no limit at all once requestTimeout is 0), checked every second.
+  const server = http.createServer(
+    { requestTimeout: 0, headersTimeout: HEAD_TIMEOUT_MS, connectionsCheckingInterval: 1000 },
+    (req, res) => {
+      answer(handler, req, res, origin).catch((error) => {
+        console.error(JSON.stringify({ message: "the server failed", error: String(error).slice(0, 300) }));
+        send(res, { ...refusal(500, "The proxy failed unexpectedly.", "internal_error"), status: 500 });
+      });
+    },
+  );
   server.on("connect", (req, socket) => {
     // CONNECT (a tunnel): Node hands it over apart from requests; no function answers it.
     socket.on("error", () => {});

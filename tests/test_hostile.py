@@ -10,6 +10,7 @@ import json
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -304,62 +305,55 @@ async def test_a_well_formed_retry_after_is_passed_on(open_proxy: OpenProxy, fau
     assert (response.status_code, response.headers.get("retry-after")) == (429, "7")
 
 
-async def test_no_field_poe_fills_in_a_response_carries_the_owners_key(
-    open_proxy: OpenProxy, faulty_poe: FaultyPoe
-) -> None:
-    words = f"the model may say {POE_KEY[:4]}"  # the model's words are its own, and stay whole
-    output = [
-        {
-            "type": "message",
-            "id": "msg_1",
-            "role": "assistant",
-            "content": [{"type": "output_text", "text": words}],
-        }
-    ]
-    cut = {"id": "resp_1", "object": "response", "status": "incomplete", "output": output}
-    cut |= {"incomplete_details": {"reason": f"key={POE_KEY}"}, "metadata": {"by": POE_KEY[:10]}}
-    event = json.dumps({"type": "response.incomplete", "sequence_number": 0, "response": cut})
+async def poes_responses_answered_as(
+    open_proxy: OpenProxy, faulty_poe: FaultyPoe, response: dict[str, Any]
+) -> list[str]:
+    """What a token holder reads when Poe's own /v1/responses (the openai backend's relay)
+    answers with ``response``: not streamed, then streamed (as its last event)."""
+    event = json.dumps({"type": f"response.{response['status']}", "sequence_number": 0, "response": response})
 
     def handler(request: httpx.Request) -> Answer:
         if json.loads(request.content).get("stream"):
-            return Answer.sse(f"event: response.incomplete\ndata: {event}\n\n")
-        return Answer.json(200, cut)
+            return Answer.sse(f"event: response.{response['status']}\ndata: {event}\n\n")
+        return Answer.json(200, response)
 
     faulty_poe.handler = handler
     proxy = open_proxy("openai", **OWNER_MODE, POE_BASE_URL=faulty_poe.url)
     async with proxy.http() as client:
-        for stream in (False, True):
-            body = {"model": "echo", "input": "hi", "stream": stream}
-            response = await client.post(
-                "/v1/responses", headers={"Authorization": "Bearer team-token"}, json=body
-            )
-            assert not holds_part_of(response.text, POE_KEY), response.text
-            assert words in response.text
+        return [
+            (
+                await client.post(
+                    "/v1/responses",
+                    headers={"Authorization": "Bearer team-token"},
+                    json={"model": "echo", "input": "hi", "stream": stream},
+                )
+            ).text
+            for stream in (False, True)
+        ]
+
+
+async def test_no_field_poe_fills_in_a_response_carries_the_owners_key(
+    open_proxy: OpenProxy, faulty_poe: FaultyPoe
+) -> None:
+    words = f"the model may say {POE_KEY[:4]}"  # the model's words are its own, and stay whole
+    said = {"type": "output_text", "text": words}
+    output = [{"type": "message", "id": "msg_1", "role": "assistant", "content": [said]}]
+    cut = {"id": "resp_1", "object": "response", "status": "incomplete", "output": output}
+    cut |= {"incomplete_details": {"reason": f"key={POE_KEY}"}, "metadata": {"by": POE_KEY[:10]}}
+    for text in await poes_responses_answered_as(open_proxy, faulty_poe, cut):
+        assert not holds_part_of(text, POE_KEY), text
+        assert words in text
 
 
 async def test_no_piece_of_the_owners_key_reaches_a_token_holder_from_poes_responses_api(
     open_proxy: OpenProxy, faulty_poe: FaultyPoe
 ) -> None:
-    # The openai backend relays Poe's own /v1/responses: a failed response is Poe's words in a 200.
+    # A failed response is Poe's words in a 200.
     failed = {"id": "resp_1", "object": "response", "status": "failed", "output": []}
     failed["error"] = {"code": "server_error", "message": f"key {POE_KEY[:12]}... was refused"}
-    event = json.dumps({"type": "response.failed", "sequence_number": 0, "response": failed})
-
-    def handler(request: httpx.Request) -> Answer:
-        if json.loads(request.content).get("stream"):
-            return Answer.sse(f"event: response.failed\ndata: {event}\n\n")
-        return Answer.json(200, failed)
-
-    faulty_poe.handler = handler
-    proxy = open_proxy("openai", **OWNER_MODE, POE_BASE_URL=faulty_poe.url)
-    async with proxy.http() as client:
-        for stream in (False, True):
-            body = {"model": "echo", "input": "hi", "stream": stream}
-            response = await client.post(
-                "/v1/responses", headers={"Authorization": "Bearer team-token"}, json=body
-            )
-            assert "[redacted]" in response.text
-            assert not holds_part_of(response.text, POE_KEY), response.text
+    for text in await poes_responses_answered_as(open_proxy, faulty_poe, failed):
+        assert "[redacted]" in text
+        assert not holds_part_of(text, POE_KEY), text
 
 
 # -- request bodies --------------------------------------------------------------------------------

@@ -317,9 +317,13 @@ class Body {
   }
 }
 
+/** The path and query of a request's URL, as they came. Not by `new URL`: a runtime builds the
+ * URL from the Host header, which may not parse (`Host: a b`), and core answers for that. */
 function targetOf(address: string): string {
-  const url = new URL(address);
-  return url.pathname + url.search;
+  const start = address.indexOf("/", address.indexOf("//") + 2);
+  if (start < 0) return "/";
+  const fragment = address.indexOf("#", start);
+  return fragment < 0 ? address.slice(start) : address.slice(start, fragment);
 }
 
 function log(host: Host, level: string, line: string): void {

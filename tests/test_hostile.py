@@ -453,6 +453,7 @@ async def test_two_authorization_headers_are_refused(proxy: Target, http: httpx.
         ("/v1/chat/%2e%2e/models", 200),
         ("/v1/./models", 200),
         ("http://evil.example/v1/models", 200),  # absolute form: only the path counts
+        ("//evil.example/v1/models", 404),  # a path that begins with two slashes, not a host
         ("/v1/%FF", 404),
         ("/", 404),
     ],
@@ -474,6 +475,8 @@ async def test_the_host_header_does_not_route(proxy: Target, proxy_url: str) -> 
     data = data.replace(b"Host: 127.0.0.1", b"Host: evil.example/x?")
     status, _, body = await raw(address, data)
     assert (status, openai_error(body)["code"]) == (400, "invalid_host")  # never routed to /x
+    spaced = await raw(address, data.replace(b"Host: evil.example/x?", b"Host: a b"))
+    assert (spaced[0], openai_error(spaced[2])["code"]) == (400, "invalid_host")
     await still_serving(proxy)
 
 

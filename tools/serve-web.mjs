@@ -72,7 +72,9 @@ function bodyStream(req) {
 function toRequest(req, origin, signal) {
   let url;
   try {
-    url = new URL(req.url, origin); // origin-form or absolute-form: only the path and query count
+    // Origin-form (/path) or absolute-form: only the path and query count. Origin-form is joined
+    // to the origin as text: as a relative URL, "//evil.example/v1" would name another host.
+    url = new URL(req.url.startsWith("/") ? origin + req.url : req.url);
   } catch {
     return refusal(400, "The request target is not a valid URL.", "invalid_request_target");
   }
@@ -87,7 +89,7 @@ function toRequest(req, origin, signal) {
   }
   const hasBody = !["GET", "HEAD"].includes(req.method);
   try {
-    return new Request(new URL(url.pathname + url.search, origin), {
+    return new Request(new URL(origin + url.pathname + url.search), {
       method: req.method,
       headers,
       body: hasBody ? bodyStream(req) : undefined,

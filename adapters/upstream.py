@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import zlib
 from collections.abc import AsyncIterator, Mapping
 
 import httpx
@@ -96,11 +97,14 @@ class HttpxResponse:
 
     def chunks(self) -> AsyncIterator[bytes]:
         response = self._response
-        if any(name.lower() == b"content-encoding" for name, _ in response.headers.raw):
-            return _Body(response.aiter_bytes())  # compressed anyway: httpx decodes it
         stream = response.stream
         assert isinstance(stream, httpx.AsyncByteStream)
-        return _Body(aiter(stream))
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding in ("", "identity"):
+            return _Body(aiter(stream))
+        if encoding in _ZLIB_WINDOWS:  # compressed anyway (nothing asks for it): decoded in pieces
+            return _Body(_decoded(aiter(stream), _ZLIB_WINDOWS[encoding]))
+        return _Body(response.aiter_bytes())  # another coding: httpx decodes it (or refuses)
 
     async def aclose(self) -> None:
         await self._response.aclose()
@@ -120,6 +124,38 @@ class HttpxResponse:
                 async for _ in self._response.aiter_raw():
                     pass
         await self._response.aclose()
+
+
+# zlib's window bits for each coding: gzip's header, or zlib's (a raw deflate stream is tried
+# when the first bytes have no zlib header, as httpx tries it).
+_ZLIB_WINDOWS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+DECODED_PIECE = 64 * 1024
+
+
+async def _decoded(raw: AsyncIterator[bytes], window: int) -> AsyncIterator[bytes]:
+    """A compressed body decoded at most ``DECODED_PIECE`` bytes at a time, each piece handed on
+    before the next is made: core counts them against its limits as they come, so a small body
+    that decompresses to a gigabyte never stands in memory (httpx decodes a whole read at once)."""
+    decoder = zlib.decompressobj(window)
+    started = False
+    async for data in raw:
+        while data:
+            try:
+                piece = decoder.decompress(data, DECODED_PIECE)
+            except zlib.error:
+                if started or window != zlib.MAX_WBITS:
+                    raise httpx.DecodingError(
+                        "The body does not decode as its Content-Encoding says."
+                    ) from None
+                decoder, window = zlib.decompressobj(-zlib.MAX_WBITS), -zlib.MAX_WBITS  # raw deflate
+                continue
+            started = True
+            data = decoder.unconsumed_tail
+            if piece:
+                yield piece
+    rest = decoder.flush()
+    if rest:
+        yield rest
 
 
 class _Body:

@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import tracemalloc
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,50 @@ def target(host: str, processes: HostProcesses, environment: Mapping[str, str]) 
         return Target(app=create_app(Settings.from_mapping(environment), store=store))
     url, log = processes.start(host, environment)
     return Target(url=url, log=log)
+
+
+def listening_pid(url: str) -> int:
+    """The process listening at ``url``'s port on this machine (a host's server, under make)."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    inodes = {
+        fields[9]
+        for table in ("/proc/net/tcp", "/proc/net/tcp6")
+        for fields in (line.split() for line in Path(table).read_text().splitlines()[1:])
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A"  # LISTEN
+    }
+    for process in Path("/proc").iterdir():
+        if not process.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for descriptor in (process / "fd").iterdir():
+                if os.readlink(descriptor).removeprefix("socket:[").removesuffix("]") in inodes:
+                    return int(process.name)
+    raise LookupError(f"nothing listens at {url}")
+
+
+@contextlib.contextmanager
+def peak_memory_growth(proxy: Target) -> Iterator[list[int]]:
+    """How far the host's memory rose above where it stood, at its highest, over the block: the
+    process's peak RSS (VmHWM, reset first) for a process host; the Python heap's peak
+    (tracemalloc) for the app in this process. The figure is in the yielded list once it ends."""
+    grown: list[int] = []
+    if proxy.app is not None:
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            yield grown
+            grown.append(tracemalloc.get_traced_memory()[1] - base)
+        finally:
+            tracemalloc.stop()
+        return
+    pid = listening_pid(proxy.url)
+    status = Path(f"/proc/{pid}/status")
+
+    def field(name: str) -> int:
+        line = next(line for line in status.read_text().splitlines() if line.startswith(name))
+        return int(line.split()[1]) * 1024
+
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM from here on
+    base = field("VmRSS:")
+    yield grown
+    grown.append(field("VmHWM:") - base)

@@ -19,10 +19,11 @@ import openai
 import pytest
 
 from tests.conftest import OpenProxy
-from tests.hosts import Target
+from tests.hosts import Target, peak_memory_growth
 from tests.peers.bots import GATES, POE_KEY, png, png_size, wav
 from tests.peers.openai_compat import PeerState
 from tests.peers.serve import threaded
+from tests.test_hostile import still_serving
 from tests.test_streaming import assert_early_leave_cancels
 
 PHOTO = png(4, 4, (10, 120, 200))
@@ -383,3 +384,21 @@ async def test_five_redirects_are_followed_and_a_sixth_is_not(open_proxy: OpenPr
                 model="script", prompt=scripted_file(once_more), response_format="b64_json"
             )
     assert raised.value.status_code == 502 and "more than 5 times" in raised.value.message
+
+
+async def test_a_gzip_bomb_is_cut_off_before_it_grows_the_host(
+    open_proxy: OpenProxy, poe_server: str
+) -> None:
+    """1 GB of zeros in 1 MB on the wire, for a proxy that takes 1 MiB of files: refused, and
+    the host's memory never holds more than a few pieces of it (``make serve`` grew by 606 MB)."""
+    proxy = open_proxy("bot", MAX_FILE_BYTES=str(1024 * 1024))
+    bomb = scripted_file(f"{poe_server}/poe_files/bomb?mb=1024")
+    async with proxy.sdk() as client:
+        await client.images.generate(model="script", prompt=bomb, response_format="url")  # warm: no fetch
+        with peak_memory_growth(proxy) as grown, pytest.raises(openai.APIStatusError) as raised:
+            await client.images.generate(model="script", prompt=bomb, response_format="b64_json")
+    assert raised.value.status_code == 502
+    assert isinstance(raised.value.body, dict) and raised.value.body["code"] == "upstream_file_too_large"
+    print(f"peak growth on the gzip bomb: {grown[0] / 1e6:.1f} MB")
+    assert grown[0] < 1024 * 1024 + 32 * 1024 * 1024
+    await still_serving(proxy)

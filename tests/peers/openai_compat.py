@@ -16,6 +16,7 @@ import json
 import math
 import random
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
@@ -343,6 +344,19 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
         _, mime_type, data, _ = state.uploads[url]
         return Response(data, media_type=mime_type)
 
+    async def bomb_file(request: Request) -> Response:
+        """``?mb=`` megabytes of zeros, gzipped (a thousandth of that on the wire), sent as a
+        compressed PNG whatever was asked: what a hostile file server may answer."""
+        megabytes = int(request.query_params["mb"])
+        if megabytes not in bombs:
+            packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            zeros = bytes(1024 * 1024)
+            bombs[megabytes] = b"".join([*(packer.compress(zeros) for _ in range(megabytes)), packer.flush()])
+        headers = {"content-encoding": "gzip"}
+        return Response(bombs[megabytes], media_type="image/png", headers=headers)
+
+    bombs: dict[int, bytes] = {}
+
     async def moved_file(request: Request) -> Response:
         """A file that has moved to ``?to=`` (a CDN redirecting elsewhere)."""
         state.file_gets.append((str(request.url), request.headers.get("authorization")))
@@ -357,6 +371,7 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
         *responses_routes(messages_from_bot, deltas, authorized),
         Route("/poe_api/file_upload_3RD_PARTY_POST", file_upload, methods=["POST"]),
         Route("/poe_files/moved", moved_file, methods=["GET"]),
+        Route("/poe_files/bomb", bomb_file, methods=["GET"]),
         Route("/poe_files/{digest}/{name}", poe_file, methods=["GET"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),

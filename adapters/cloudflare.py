@@ -68,17 +68,21 @@ class Deadline:
     ``fetch`` or the body's pipe then fails with. One timer per call, moved along rather than a
     task per wait."""
 
-    def __init__(self, abort: Any, seconds: float) -> None:
+    def __init__(self, abort: Any, seconds: float, whole: float | None = None) -> None:
+        """``whole``: seconds the whole call may take (``StartCall.deadline``), if bounded."""
         self._abort = abort
         self._seconds = seconds
         self._at = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self.expired = False
+        self._due = None if whole is None else asyncio.get_running_loop().time() + whole
 
     def arm(self, seconds: float | None = None) -> None:
-        """``seconds`` more (the call's timeout unless given)."""
+        """``seconds`` more (the call's timeout unless given), never past the whole call's due."""
         loop = asyncio.get_running_loop()
         seconds = self._seconds if seconds is None else seconds
+        if self._due is not None:
+            seconds = max(0.0, min(seconds, self._due - loop.time()))
         self._at = loop.time() + seconds
         if self._timer is None:
             self._timer = loop.call_later(seconds, self._check)
@@ -268,7 +272,8 @@ class FetchUpstream:
         }
         if call.body is not None:
             init["body"] = _buffer(call.body)
-        deadline = Deadline(abort, self._read_timeout)  # the head (connecting included), then each read
+        # The head (connecting included), then each read; and the whole call, where core bounds it.
+        deadline = Deadline(abort, self._read_timeout, call.deadline)
         deadline.arm()
         try:
             response = await js.fetch(call.url, to_js(init, dict_converter=js.Object.fromEntries))

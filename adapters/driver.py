@@ -110,7 +110,7 @@ Event = tuple[Any, ...]  # ("answered", status, headers) | ("data", bytes) | ("e
 class Call:
     """One upstream call: each ``read`` is the next thing to report about it."""
 
-    __slots__ = ("_body", "_request", "_upstream", "id", "response")
+    __slots__ = ("_body", "_due", "_request", "_upstream", "id", "response")
 
     def __init__(self, upstream: Upstream, request: StartCall) -> None:
         self._upstream = upstream
@@ -118,8 +118,20 @@ class Call:
         self.id = request.call
         self.response: UpstreamResponse | None = None
         self._body: AsyncIterator[bytes] | None = None
+        self._due: float | None = None  # the loop's time by which the call must be done, if any
 
     async def read(self) -> Event:
+        if self._request.deadline is None:
+            return await self._next()
+        if self._due is None:
+            self._due = asyncio.get_running_loop().time() + self._request.deadline
+        try:
+            async with asyncio.timeout_at(self._due):
+                return await self._next()
+        except TimeoutError:
+            return ("failed", "timeout")
+
+    async def _next(self) -> Event:
         try:
             if self.response is None:
                 self.response = response = await self._upstream.send(self._request)

@@ -36,7 +36,7 @@ def _fields(action: Any) -> list[Any]:
     if isinstance(action, Write):
         return ["write", action.data]
     if isinstance(action, StartCall):
-        return ["call", action.call, action.method, action.url, action.headers, action.body]
+        return ["call", action.call, action.method, action.url, action.headers, action.body, action.deadline]
     if isinstance(action, StopCall):
         return ["stop", action.call, action.reuse]
     if isinstance(action, Respond):

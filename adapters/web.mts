@@ -129,10 +129,14 @@ function failureReason(error: unknown, answered: boolean): Reason {
 class Deadline {
   private at = 0;
   private timer?: ReturnType<typeof setTimeout>;
+  private readonly due: number; // the whole call's end (`StartCall.deadline`), or Infinity
 
-  constructor(private readonly expire: () => void) {}
+  constructor(private readonly expire: () => void, wholeMs?: number | null) {
+    this.due = wholeMs == null ? Infinity : performance.now() + wholeMs;
+  }
 
   arm(ms: number): void {
+    ms = Math.max(0, Math.min(ms, this.due - performance.now()));
     this.at = performance.now() + ms;
     this.timer ??= setTimeout(this.check, ms);
   }
@@ -189,7 +193,7 @@ const BUFFER_BYTES = 64 * 1024;
 /** One call to Poe; each `next()` is the next thing to report about it. */
 class Call {
   readonly abort = new AbortController();
-  private readonly deadline = new Deadline(() => this.expire());
+  private readonly deadline: Deadline;
   private expired = false; // its deadline passed: whatever the pending step settles with, a timeout
   private reader?: BodyReader;
   private pending?: Promise<Action>;
@@ -197,8 +201,10 @@ class Call {
   constructor(
     readonly id: number,
     private readonly request: (signal: AbortSignal) => Promise<Response>,
-    private readonly timeouts: { head: number; read: number },
-  ) {}
+    private readonly timeouts: { head: number; read: number; whole?: number | null },
+  ) {
+    this.deadline = new Deadline(() => this.expire(), timeouts.whole);
+  }
 
   next(): Promise<Action> {
     return (this.pending ??= this.read());
@@ -436,14 +442,18 @@ async function serve(core: Core, host: Host, request: Request, received: number)
       if (kind === "wait") [actions, at] = [await nextEvent(), 0];
       else if (kind === "write") await write(fields[0] as Uint8Array);
       else if (kind === "call") {
-        const [id, method, target, headers, content] = fields as [number, string, string, Record<string, string>, unknown];
+        const [id, method, target, headers, content, whole] = fields as [
+          number, string, string, Record<string, string>, unknown, number | null,
+        ];
         // "manual": a redirect is core's to follow or not (it checks where one leads), as on
         // the asyncio hosts, whose client follows none.
         const init: RequestInit = { method, headers, body: bytesOrNull(content), redirect: "manual" };
         const request = (signal: AbortSignal) => (host.fetch ?? fetch)(target, { ...init, signal });
         // The head (connecting included) and each later read get the read timeout, as httpx
         // gives the asyncio hosts' calls once connected.
-        calls.set(id, new Call(id, request, { head: core.readTimeout, read: core.readTimeout }));
+        // A call core bounds as a whole (a bot's file) is also cut at its deadline, whatever comes.
+        const timeouts = { head: core.readTimeout, read: core.readTimeout, whole: whole == null ? null : whole * 1000 };
+        calls.set(id, new Call(id, request, timeouts));
       } else if (kind === "stop") {
         const call = calls.get(fields[0] as number);
         calls.delete(fields[0] as number);

@@ -73,8 +73,10 @@ class FetchFiles(CallGroup):
     def __init__(self, context: Context, urls: Sequence[URL], poe: Collection[Origin], limit: int) -> None:
         headers = {"user-agent": USER_AGENT, "accept": "*/*"}
         # Only Poe's own origin may resolve to a private address (a local stand-in of Poe).
+        deadline = context.settings.file_timeout
         requests = [
-            UpstreamRequest("GET", str(url), dict(headers), None, url.origin not in poe) for url in urls
+            UpstreamRequest("GET", str(url), dict(headers), None, url.origin not in poe, deadline)
+            for url in urls
         ]
         super().__init__(context, requests)
         self._urls = urls

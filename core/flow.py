@@ -55,13 +55,16 @@ BodyFailure = Literal["timeout", "aborted"]
 
 class UpstreamRequest(NamedTuple):
     """An HTTP request to Poe, exactly as it is to be sent (the host adds only Host and length).
-    ``public``: connect only to a public address (a host that resolves names checks them)."""
+    ``public``: connect only to a public address (a host that resolves names checks them);
+    ``deadline``: seconds the whole call may take, its body's end included (None: no bound but
+    the read timeout between two reads)."""
 
     method: str
     url: str
     headers: dict[str, str]
     body: bytes | None
     public: bool = False
+    deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,7 @@ class StartCall:
     headers: dict[str, str]
     body: bytes | None
     public: bool = False  # connect only if the host's name resolves to public addresses
+    deadline: float | None = None  # seconds for the whole call, then it fails as a timeout
 
 
 @dataclass(frozen=True, slots=True)

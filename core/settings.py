@@ -41,6 +41,7 @@ class Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 120.0  # longest silence between two upstream bytes
     body_timeout: float = 30.0  # the whole request body must arrive within this
+    file_timeout: float = 60.0  # the whole of a bot's file, fetched by the proxy
     max_body_bytes: int = 10 * 1024 * 1024
     max_media_bytes: int = 7 * 1024 * 1024  # decoded; its base64 still fits in the body limit
     max_file_bytes: int = 20 * 1024 * 1024  # a file a bot answered with, fetched by the proxy
@@ -117,6 +118,7 @@ class Settings:
             connect_timeout=number("POE_CONNECT_TIMEOUT", 10.0, minimum=0.001),
             read_timeout=number("POE_READ_TIMEOUT", 120.0, minimum=0.001),
             body_timeout=number("BODY_TIMEOUT", 30.0, minimum=0.001),
+            file_timeout=number("FILE_TIMEOUT", 60.0, minimum=0.001),
             max_body_bytes=int(number("MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)),
             max_media_bytes=int(number("MAX_MEDIA_BYTES", 7 * 1024 * 1024, minimum=1)),
             max_file_bytes=int(number("MAX_FILE_BYTES", 20 * 1024 * 1024, minimum=1024)),

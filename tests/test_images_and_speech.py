@@ -4,6 +4,7 @@ with ``file`` events), the files served by the stand-in Poe."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -401,4 +402,23 @@ async def test_a_gzip_bomb_is_cut_off_before_it_grows_the_host(
     assert isinstance(raised.value.body, dict) and raised.value.body["code"] == "upstream_file_too_large"
     print(f"peak growth on the gzip bomb: {grown[0] / 1e6:.1f} MB")
     assert grown[0] < 1024 * 1024 + 32 * 1024 * 1024
+    await still_serving(proxy)
+
+
+async def test_a_file_sent_a_byte_at_a_time_is_cut_off_at_its_deadline(
+    open_proxy: OpenProxy, poe_server: str
+) -> None:
+    """Every read comes within the read timeout, but the whole file takes a minute: a 504 once
+    FILE_TIMEOUT has passed, not when the file ends."""
+    proxy = open_proxy("bot", FILE_TIMEOUT="2")
+    async with proxy.sdk() as client:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(openai.APIStatusError) as raised:
+            await client.images.generate(
+                model="script",
+                prompt=scripted_file(f"{poe_server}/poe_files/trickle?bytes=120"),
+                response_format="b64_json",
+            )
+        took = asyncio.get_running_loop().time() - started
+    assert (raised.value.status_code, took < 30) == (504, True)
     await still_serving(proxy)

@@ -357,6 +357,16 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
 
     bombs: dict[int, bytes] = {}
 
+    async def trickled_file(request: Request) -> Response:
+        """A file sent a byte every half second, for ``?bytes=`` bytes: no read waits long."""
+
+        async def trickle() -> AsyncIterator[bytes]:
+            for _ in range(int(request.query_params["bytes"])):
+                yield b"\0"
+                await asyncio.sleep(0.5)
+
+        return StreamingResponse(trickle(), media_type="image/png")
+
     async def moved_file(request: Request) -> Response:
         """A file that has moved to ``?to=`` (a CDN redirecting elsewhere)."""
         state.file_gets.append((str(request.url), request.headers.get("authorization")))
@@ -372,6 +382,7 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
         Route("/poe_api/file_upload_3RD_PARTY_POST", file_upload, methods=["POST"]),
         Route("/poe_files/moved", moved_file, methods=["GET"]),
         Route("/poe_files/bomb", bomb_file, methods=["GET"]),
+        Route("/poe_files/trickle", trickled_file, methods=["GET"]),
         Route("/poe_files/{digest}/{name}", poe_file, methods=["GET"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),

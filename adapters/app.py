@@ -26,6 +26,7 @@ from core.exchange import Exchange, Proxy, Respond
 from core.settings import Settings
 
 from .driver import ClientGone, KeyValueStore, drive, new_token
+from .seal import AESGCMSealer
 from .stores import store_from_environ
 from .upstream import HttpxUpstream
 
@@ -108,6 +109,7 @@ class ProxyApp:
         store: tuple[KeyValueStore | None, str | None],
     ) -> None:
         self.store, missing = store
+        self.sealer = AESGCMSealer()
         self.proxy = Proxy(settings, store_missing=missing)
         self.upstream = HttpxUpstream(settings, transport)
 
@@ -128,7 +130,7 @@ class ProxyApp:
         )
         client = AsgiClient(receive, send)
         try:
-            await drive(exchange, client, self.upstream, self.store)
+            await drive(exchange, client, self.upstream, self.store, self.sealer)
         except asyncio.CancelledError:
             if not client.left or asyncio.current_task().uncancel():  # type: ignore[union-attr]
                 raise  # the server's cancellation, not ours

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -35,7 +36,16 @@ import js  # type: ignore[import-not-found]
 from pyodide.ffi import JsException, create_once_callable, create_proxy, to_js  # type: ignore[import-not-found]
 from workers import WorkerEntrypoint  # type: ignore[import-not-found]
 
-from core.exchange import Exchange, FailureReason, Proxy, Respond, StartCall
+from core.exchange import (
+    SEAL_INFO,
+    SEAL_SALT,
+    SEAL_VERSION,
+    Exchange,
+    FailureReason,
+    Proxy,
+    Respond,
+    StartCall,
+)
 from core.settings import Settings
 
 from .driver import CallFailed, ClientGone, KeyValueStore, drive, new_token
@@ -475,6 +485,49 @@ class KvStore:
         await asyncio.gather(*(self._settled(self._kv.delete(key)) for key in keys))
 
 
+def _object(**fields: Any) -> Any:
+    return to_js(fields, dict_converter=js.Object.fromEntries)
+
+
+class WebCryptoSealer:
+    """Seals and opens what the store keeps as ``core.flow.Store`` says, with the runtime's
+    WebCrypto (``crypto.subtle``: the ``cryptography`` package is not among the Worker's)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, Any] = {}  # a CryptoKey per credential, derived once per isolate
+
+    async def _key(self, secret: str) -> Any:
+        key = self._keys.get(secret)
+        if key is None:
+            subtle = js.crypto.subtle
+            usages = to_js(["deriveKey"])
+            base = await subtle.importKey("raw", _buffer(secret.encode()), "HKDF", False, usages)
+            hkdf = _object(name="HKDF", hash="SHA-256", salt=_buffer(SEAL_SALT), info=_buffer(SEAL_INFO))
+            aes = _object(name="AES-GCM", length=256)
+            key = await subtle.deriveKey(hkdf, base, aes, False, to_js(["encrypt", "decrypt"]))
+            if len(self._keys) >= 1024:
+                self._keys.pop(next(iter(self._keys)))
+            self._keys[secret] = key
+        return key
+
+    async def seal(self, secret: str, name: str, value: bytes) -> bytes:
+        nonce = os.urandom(12)
+        algorithm = _object(name="AES-GCM", iv=_buffer(nonce), additionalData=_buffer(name.encode()))
+        sealed = await js.crypto.subtle.encrypt(algorithm, await self._key(secret), _buffer(value))
+        return bytes(SEAL_VERSION + nonce + js.Uint8Array.new(sealed).to_bytes())
+
+    async def open(self, secret: str, name: str, value: bytes) -> bytes | None:
+        if value[:1] != SEAL_VERSION or len(value) < 29:
+            return None
+        algorithm = _object(name="AES-GCM", iv=_buffer(value[1:13]), additionalData=_buffer(name.encode()))
+        try:
+            opened = await js.crypto.subtle.decrypt(algorithm, await self._key(secret), _buffer(value[13:]))
+        except JsException:
+            return None  # another's, or not what this wrote
+        return bytes(js.Uint8Array.new(opened).to_bytes())
+
+
+SEALER = WebCryptoSealer()
 NO_KV = "Bind a Workers KV namespace as RESPONSES (wrangler.toml's [[kv_namespaces]])."
 
 _proxies: dict[tuple[tuple[str, str], ...], tuple[Proxy, FetchUpstream, KeyValueStore | None]] = {}
@@ -574,7 +627,7 @@ async def run(
     """Drive one request; whatever happens, it ends here and is logged, and the Response is
     settled exactly once."""
     try:
-        await drive(exchange, client, upstream, store)
+        await drive(exchange, client, upstream, store, SEALER)
     except asyncio.CancelledError:
         if not client.left:
             raise
@@ -585,7 +638,7 @@ async def run(
         else:  # a failure of this host's own: core still answers (a 500)
             exchange.crash(exc)
             with contextlib.suppress(Exception):  # the answer is settled below, whatever happens
-                await drive(exchange, client, upstream, store)
+                await drive(exchange, client, upstream, store, SEALER)
     finally:
         client.stop_watching()
         if not client.response.done():  # never left without an answer

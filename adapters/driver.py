@@ -250,19 +250,41 @@ async def read_body(exchange: Exchange, client: Client, deadline: float) -> None
         exchange.body_failed("aborted")
 
 
-async def perform(exchange: Exchange, store: KeyValueStore | None, action: Store) -> None:
-    """Do what ``action`` asks of the store, and report it (a store that fails is no crash:
-    core answers for it)."""
+class Sealer(Protocol):
+    """Seals and opens what the store keeps (``core.flow.Store.secret``; ``adapters.seal``)."""
+
+    async def seal(self, secret: str, name: str, value: bytes) -> bytes: ...
+
+    async def open(self, secret: str, name: str, value: bytes) -> bytes | None: ...
+
+
+async def perform(
+    exchange: Exchange, store: KeyValueStore | None, action: Store, sealer: Sealer | None
+) -> None:
+    """Do what ``action`` asks of the store, sealing and opening its values where it says, and
+    report it (a store that fails is no crash: core answers for it)."""
+    secret, keys = action.secret, action.keys
     try:
         if store is None:
             raise RuntimeError("this host has no store")
+        if secret and sealer is None:
+            raise RuntimeError("this host cannot seal what it stores")
         if action.op == "get":
-            exchange.stored(await store.get(action.keys))
+            found = await store.get(keys)
+            if secret and sealer is not None:
+                found = [
+                    None if v is None else await sealer.open(secret, k, v)
+                    for k, v in zip(keys, found, strict=True)
+                ]
+            exchange.stored(found)
             return
         if action.op == "put":
-            await store.put(action.keys, action.values, action.ttl)
+            values = action.values
+            if secret and sealer is not None:
+                values = tuple([await sealer.seal(secret, k, v) for k, v in zip(keys, values, strict=True)])
+            await store.put(keys, values, action.ttl)
         else:
-            await store.delete(action.keys)
+            await store.delete(keys)
     except Exception as exc:
         exchange.store_failed(f"{type(exc).__name__}: {exc}")
         return
@@ -270,7 +292,11 @@ async def perform(exchange: Exchange, store: KeyValueStore | None, action: Store
 
 
 async def drive(
-    exchange: Exchange, client: Client, upstream: Upstream, store: KeyValueStore | None = None
+    exchange: Exchange,
+    client: Client,
+    upstream: Upstream,
+    store: KeyValueStore | None = None,
+    sealer: Sealer | None = None,
 ) -> None:
     """Run ``exchange`` to its end. If this task is cancelled (the client left), every call
     still open is closed, which cancels it at Poe."""
@@ -292,7 +318,7 @@ async def drive(
             elif isinstance(action, Respond):
                 await client.respond(action)
             elif isinstance(action, Store):
-                await perform(exchange, store, action)
+                await perform(exchange, store, action, sealer)
             elif action is READ_BODY:
                 if not body_deadline:
                     body_deadline = asyncio.get_running_loop().time() + exchange.body_timeout

@@ -15,8 +15,22 @@ from typing import Any
 from js import Object  # type: ignore[import-not-found]
 from pyodide.ffi import to_js  # type: ignore[import-not-found]
 
-from core.exchange import Exchange, Proxy, Respond, StartCall, StopCall, Store, Write
+from core.exchange import (
+    SEAL_INFO,
+    SEAL_SALT,
+    SEAL_VERSION,
+    Exchange,
+    Proxy,
+    Respond,
+    StartCall,
+    StopCall,
+    Store,
+    Write,
+)
 from core.settings import Settings
+
+# How the store's values are sealed (core.flow.Store), for the driver's WebCrypto: as text and a number.
+SEAL = {"salt": SEAL_SALT.decode(), "info": SEAL_INFO.decode(), "version": SEAL_VERSION[0]}
 
 
 def start(environment: Any, store_missing: str | None) -> Proxy:
@@ -42,7 +56,7 @@ def _fields(action: Any) -> list[Any]:
     if isinstance(action, Respond):
         return ["respond", action.status, action.headers, action.body, action.more]
     if isinstance(action, Store):
-        return ["store", action.op, list(action.keys), list(action.values), action.ttl]
+        return ["store", action.op, list(action.keys), list(action.values), action.ttl, action.secret]
     return [action.kind]
 
 

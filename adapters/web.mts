@@ -42,6 +42,7 @@ export interface Store {
 interface Core {
   bridge: PyProxy;
   proxy: PyProxy;
+  sealer: Sealer;
   /** POE_CONNECT_TIMEOUT and POE_READ_TIMEOUT, in milliseconds. */
   connectTimeout: number;
   readTimeout: number;
@@ -106,7 +107,61 @@ async function boot(host: Host): Promise<Core> {
   const settings = proxy.settings as PyProxy;
   const timeouts = { connectTimeout: settings.connect_timeout * 1000, readTimeout: settings.read_timeout * 1000 };
   settings.destroy();
-  return { bridge, proxy, ...timeouts };
+  const seal = (bridge.SEAL as PyProxy).toJs({ dict_converter: Object.fromEntries });
+  return { bridge, proxy, sealer: new Sealer(seal.salt, seal.info, seal.version), ...timeouts };
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * Seals and opens what the store keeps, as core's `Store` says: AES-256-GCM under a key that
+ * HKDF-SHA256 derives from the caller's credential, a random 96-bit nonce, the entry's key as
+ * additional data; `version`, the nonce, then the ciphertext and its tag. WebCrypto's, as every
+ * JavaScript host has it (the Python hosts use the `cryptography` package).
+ */
+class Sealer {
+  private readonly keys = new Map<string, Promise<CryptoKey>>(); // a key per credential, derived once
+  private readonly salt: Uint8Array;
+  private readonly info: Uint8Array;
+
+  constructor(salt: string, info: string, private readonly version: number) {
+    this.salt = utf8.encode(salt);
+    this.info = utf8.encode(info);
+  }
+
+  private key(secret: string): Promise<CryptoKey> {
+    let key = this.keys.get(secret);
+    if (key === undefined) {
+      if (this.keys.size >= 1024) this.keys.delete(this.keys.keys().next().value as string);
+      const hkdf = { name: "HKDF", hash: "SHA-256", salt: this.salt, info: this.info };
+      key = crypto.subtle
+        .importKey("raw", utf8.encode(secret), "HKDF", false, ["deriveKey"])
+        .then((base) => crypto.subtle.deriveKey(hkdf, base, { name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]));
+      this.keys.set(secret, key);
+    }
+    return key;
+  }
+
+  async seal(secret: string, name: string, value: Uint8Array): Promise<Uint8Array> {
+    const iv = crypto.getRandomValues(new Uint8Array(12));
+    const algorithm = { name: "AES-GCM", iv, additionalData: utf8.encode(name) };
+    const sealed = new Uint8Array(await crypto.subtle.encrypt(algorithm, await this.key(secret), value));
+    const out = new Uint8Array(13 + sealed.length);
+    out[0] = this.version;
+    out.set(iv, 1);
+    out.set(sealed, 13);
+    return out;
+  }
+
+  async open(secret: string, name: string, value: Uint8Array): Promise<Uint8Array | null> {
+    if (value[0] !== this.version || value.length < 29) return null;
+    const algorithm = { name: "AES-GCM", iv: value.subarray(1, 13), additionalData: utf8.encode(name) };
+    try {
+      return new Uint8Array(await crypto.subtle.decrypt(algorithm, await this.key(secret), value.subarray(13)));
+    } catch {
+      return null; // another's, or not what this wrote
+    }
+  }
 }
 
 type Action = [string, ...unknown[]];
@@ -418,13 +473,18 @@ async function serve(core: Core, host: Host, request: Request, received: number)
     return bridge.body(exchange, piece[0], piece[1]) as Action[];
   }
 
-  async function store(op: string, keys: string[], values: Uint8Array[], ttl: number): Promise<Action[]> {
+  async function store(op: string, keys: string[], values: Uint8Array[], ttl: number, secret: string): Promise<Action[]> {
     let read: Array<Uint8Array | undefined> | undefined; // undefined: Python's None
+    const { sealer } = core;
     try {
       const kept = host.store as Store; // core asks only a host that has one
-      if (op === "get") read = (await kept.get(keys)).map((value) => value ?? undefined);
-      else if (op === "put") await kept.put(keys, values, ttl);
-      else await kept.delete(keys);
+      if (op === "get") {
+        const found = await kept.get(keys);
+        const opened = secret ? await Promise.all(found.map((v, i) => (v ? sealer.open(secret, keys[i], v) : null))) : found;
+        read = opened.map((value) => value ?? undefined);
+      } else if (op === "put") {
+        await kept.put(keys, secret ? await Promise.all(values.map((v, i) => sealer.seal(secret, keys[i], v))) : values, ttl);
+      } else await kept.delete(keys);
     } catch (error) {
       return bridge.store_failed(exchange, String(error).slice(0, 200)) as Action[];
     }
@@ -470,7 +530,7 @@ async function serve(core: Core, host: Host, request: Request, received: number)
       } else if (kind === "read_body") {
         [actions, at] = [await readBody(), 0];
       } else if (kind === "store") {
-        [actions, at] = [await store(...(fields as [string, string[], Uint8Array[], number])), 0];
+        [actions, at] = [await store(...(fields as [string, string[], Uint8Array[], number, string])), 0];
       } else {
         controller?.close(); // done
         return;

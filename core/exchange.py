@@ -37,6 +37,9 @@ from urllib.parse import parse_qsl, unquote
 from .flow import (
     DONE,
     READ_BODY,
+    SEAL_INFO,
+    SEAL_SALT,
+    SEAL_VERSION,
     WAIT,
     Action,
     BodyFailure,
@@ -57,6 +60,9 @@ from .settings import Settings
 __all__ = [
     "DONE",
     "READ_BODY",
+    "SEAL_INFO",
+    "SEAL_SALT",
+    "SEAL_VERSION",
     "WAIT",
     "Action",
     "BodyFailure",

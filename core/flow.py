@@ -112,12 +112,25 @@ class Store:
     ``put``: write ``values[i]`` at ``keys[i]``; the store may drop them after ``ttl`` seconds.
     ``delete``: remove the keys (a missing one is no error). Then ``Exchange.stored(None)``.
     A store that fails reports ``Exchange.store_failed(reason)``.
+
+    ``secret`` (the caller's credential): each value is sealed with it as it is put, and opened
+    with it as it is read; one that does not open (another's, or tampered with) is reported as
+    None. Sealing is AES-256-GCM under a key HKDF-SHA256 derives from the secret (salt
+    ``SEAL_SALT``, info ``SEAL_INFO``), with a random 96-bit nonce and the entry's key as the
+    additional data; a sealed value is ``SEAL_VERSION``, the nonce, then the ciphertext and its
+    tag. Each host does it with its platform's own cryptography.
     """
 
     op: Literal["get", "put", "delete"]
     keys: tuple[str, ...]
     values: tuple[bytes, ...] = ()
     ttl: int = 0
+    secret: str = ""
+
+
+SEAL_SALT = b"poe-openai-proxy/2 store"
+SEAL_INFO = b"aes-256-gcm"
+SEAL_VERSION = b"\x02"
 
 
 class Signal:

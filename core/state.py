@@ -5,9 +5,15 @@ actions) and decides what the bytes are. A host's store is its platform's own (S
 ``make serve``, Deno KV, Netlify Blobs, Cloudflare KV, DynamoDB, Redis): any store of bytes by
 key does, since everything that matters is decided here.
 
-- **Keys belong to the caller.** A key is a hash of the caller's credential (its Poe key, or its
-  access token in owner mode) and the id: a response made with one credential is not found with
-  another, and an id alone leads nowhere.
+- **Keys belong to the caller.** A key is an HMAC of the kind and the id, keyed by a key derived
+  from the caller's credential (its Poe key, or its access token in owner mode): a response made
+  with one credential is not found with another, an id alone leads nowhere, and whoever holds
+  the store and a candidate credential learns nothing by hashing: the keys are not checkable
+  without the HMAC, and the values are sealed.
+- **Values are sealed** (``Store.secret``): AES-256-GCM under a key derived from the same
+  credential, so the store's files, a backup or a database console show nothing of what was
+  said. Records kept before sealing lay under plain SHA-256 keys, which are no longer read:
+  they are not found, and expire after ``RESPONSES_TTL``.
 - **A response** is kept as its record: the response object as it was returned, the items of its
   own input (item references resolved), and the ids of the responses before it
   (``previous_response_id``'s chain), so a chain of any length is read back in two steps.
@@ -20,6 +26,7 @@ key does, since everything that matters is decided here.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import struct
 import zlib
@@ -28,7 +35,7 @@ from typing import Any, NamedTuple
 
 from .flow import Context, Step, Store, StoreStep
 
-CHUNK = 60_000
+CHUNK = 60_000  # sealed, a part is 29 bytes more: within Deno KV's 64 KiB
 _WHOLE, _PARTS = b"Z", b"C"
 _HEAD = struct.Struct(">Q")  # expiry, Unix seconds
 _PARTS_HEAD = struct.Struct(">QI")  # expiry, number of parts
@@ -36,7 +43,8 @@ _PARTS_HEAD = struct.Struct(">QI")  # expiry, number of parts
 
 def store_key(credential: str, kind: str, object_id: str) -> str:
     """The key of ``kind`` (``resp``, ``item``) ``object_id`` for the caller with ``credential``."""
-    digest = hashlib.sha256(f"poe-openai-proxy/1\0{credential}\0{kind}\0{object_id}".encode()).hexdigest()
+    index = hmac.new(b"poe-openai-proxy/2 store index", credential.encode(), hashlib.sha256).digest()
+    digest = hmac.new(index, f"{kind}\0{object_id}".encode(), hashlib.sha256).hexdigest()
     return f"{kind}:{digest}"
 
 
@@ -52,7 +60,7 @@ def encode(key: str, value: Any, expires: int) -> list[tuple[str, bytes]]:
 
 def put(context: Context, entries: Sequence[tuple[str, bytes]]) -> Store:
     keys, values = zip(*entries, strict=True) if entries else ((), ())
-    return Store("put", tuple(keys), tuple(values), int(context.settings.responses_ttl))
+    return Store("put", tuple(keys), tuple(values), int(context.settings.responses_ttl), context.credential)
 
 
 class Kept(NamedTuple):
@@ -63,7 +71,7 @@ class Kept(NamedTuple):
 def load(context: Context, keys: Sequence[str]) -> Generator[Step, Any, list[Kept | None]]:
     """What is kept at ``keys``, None where nothing is (or it expired, or it is not one of
     ours): one ``get``, and one more for the parts of values that were cut."""
-    heads: list[bytes | None] = yield StoreStep(context, Store("get", tuple(keys)))
+    heads: list[bytes | None] = yield StoreStep(context, Store("get", tuple(keys), secret=context.credential))
     values: list[Kept | None] = [None] * len(keys)
     wanted: list[tuple[int, list[str]]] = []
     for i, head in enumerate(heads):
@@ -78,7 +86,9 @@ def load(context: Context, keys: Sequence[str]) -> Generator[Step, Any, list[Kep
             wanted.append((i, [f"{keys[i]}:{n}" for n in range(count)]))
     if wanted:
         part_keys = tuple(key for _, names in wanted for key in names)
-        parts: list[bytes | None] = yield StoreStep(context, Store("get", part_keys))
+        parts: list[bytes | None] = yield StoreStep(
+            context, Store("get", part_keys, secret=context.credential)
+        )
         start = 0
         for i, names in wanted:
             got = parts[start : start + len(names)]

@@ -11,10 +11,15 @@ platforms' own builds on them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import subprocess
+import uuid
+import zlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import agents
@@ -26,7 +31,7 @@ from adapters.driver import KeyValueStore
 from adapters.stores import DynamoStore, RedisStore, store_from_environ
 from core.settings import Settings
 from tests.conftest import OpenProxy
-from tests.hosts import HOSTS, Target, missing_tool
+from tests.hosts import HOSTS, HostProcesses, Target, missing_tool
 from tests.peers.bots import POE_KEY
 from tests.peers.runtimes import ROOT, npm_tool
 from tests.peers.stores import aws_server, create_table, dynamodb, redis_server
@@ -261,6 +266,40 @@ async def test_store_false_keeps_nothing(stateful: Target) -> None:
             await client.responses.retrieve(response.id)
         with pytest.raises(openai.BadRequestError):
             await client.responses.create(model="echo", input="x", previous_response_id=response.id)
+
+
+def readable_in(root: Path, phrase: bytes) -> tuple[int, list[str]]:
+    """How many files there are under ``root``, and those in which ``phrase`` can be read: as it
+    is, or inside any zlib stream that starts anywhere in them (what the store kept before it
+    sealed)."""
+    files = [p for p in root.rglob("*") if p.is_file()]
+    found = []
+    for path in files:
+        data = path.read_bytes()
+        if phrase in data:
+            found.append(str(path))
+            continue
+        for header in re.finditer(rb"\x78[\x01\x5e\x9c\xda]", data):
+            with contextlib.suppress(zlib.error):
+                if phrase in zlib.decompressobj().decompress(data[header.start() :], 1 << 24):
+                    found.append(f"{path}, compressed at {header.start()}")
+                    break
+    return len(files), found
+
+
+@pytest.mark.parametrize("host", HOSTS, indirect=True)
+async def test_what_a_conversation_said_cannot_be_read_from_the_store(
+    stateful: Target, host_processes: HostProcesses
+) -> None:
+    """Sealed under the caller's credential on every host, in the files of each one's store (a
+    database's values are sealed by the same driver as the ASGI app's files)."""
+    phrase = f"the vault code is {uuid.uuid4().hex}"
+    async with stateful.sdk() as client:
+        first = await client.responses.create(model="echo", input=phrase)
+        second = await client.responses.create(model="inspect", input="and?", previous_response_id=first.id)
+    assert ("user", phrase) in seen(second)  # kept, and read back with the key that made it
+    files, found = readable_in(Path(host_processes.state_dir), phrase.encode())
+    assert files > 0 and found == []
 
 
 class FullStore:

@@ -6,8 +6,10 @@ import httpx
 import openai
 import pytest
 
+from adapters.seal import AESGCMSealer
 from core.auth import resolve_poe_key
 from core.errors import AuthenticationError
+from core.exchange import SEAL_VERSION
 from core.settings import ConfigError, Settings
 from tests.conftest import OpenProxy
 from tests.peers.bots import POE_KEY
@@ -103,3 +105,22 @@ async def test_a_key_that_is_not_ascii_is_a_401_not_a_crash(http: httpx.AsyncCli
     )
     assert response.status_code == 401
     assert "malformed" in response.json()["error"]["message"]
+
+
+async def test_a_sealed_value_opens_only_with_its_credential_at_its_key() -> None:
+    """``adapters.seal``: what the store keeps is opened by the credential that sealed it, at the
+    key it was sealed for, untouched; anything else reads as absent (None), never as an error."""
+    sealer = AESGCMSealer()
+    sealed = await sealer.seal("key-a", "resp:1", b"what was said")
+    assert b"what was said" not in sealed and sealed[:1] == SEAL_VERSION
+    assert await sealer.open("key-a", "resp:1", sealed) == b"what was said"
+    assert await sealer.seal("key-a", "resp:1", b"what was said") != sealed  # a fresh nonce each time
+    tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    for secret, name, value in [
+        ("key-b", "resp:1", sealed),  # another credential
+        ("key-a", "resp:2", sealed),  # moved to another key
+        ("key-a", "resp:1", tampered),
+        ("key-a", "resp:1", b"Z" + sealed[1:]),  # not of this version
+        ("key-a", "resp:1", sealed[:20]),
+    ]:
+        assert await sealer.open(secret, name, value) is None

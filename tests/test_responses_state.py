@@ -302,6 +302,49 @@ async def test_what_a_conversation_said_cannot_be_read_from_the_store(
     assert files > 0 and found == []
 
 
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Callable[[], None]]:
+    """A small filesystem of its own (tmpfs) for a host's STATE_DIR, and a call that fills it."""
+    mount = tmp_path / "state"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a tmpfs cannot be mounted here (it takes root): {mounted.stderr.decode()[:200]}")
+
+    def fill() -> None:
+        with (mount / "filler").open("wb") as filler, contextlib.suppress(OSError):
+            while True:
+                filler.write(bytes(64 * 1024))
+                filler.flush()
+
+    try:
+        yield fill
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)  # lazily: the host keeps files open
+
+
+@pytest.mark.parametrize("host", HOSTS, indirect=True)
+async def test_on_a_full_disk_a_response_says_it_was_not_stored(
+    open_proxy: OpenProxy, tmp_path: Path, full_disk: Callable[[], None]
+) -> None:
+    """Each host's own store on a disk with no room left: the answer is whole, says
+    ``store: false`` (streamed: in ``response.completed``), and the header says why."""
+    proxy = open_proxy("bot", STATE_DIR=str(tmp_path / "state"))
+    async with proxy.sdk() as client:
+        kept = await client.responses.create(model="echo", input="while there is room")  # opens the store
+        full_disk()
+        raw = await client.responses.with_raw_response.create(model="echo", input="no room")
+        answered = raw.parse()
+        stream = await client.responses.create(model="echo", input="no room either", stream=True)
+        completed = [event async for event in stream][-1]
+    assert (answered.store, answered.output_text) == (False, "no room")
+    assert raw.headers["x-store-error"].startswith("store_unavailable")
+    assert completed.type == "response.completed" and completed.response.store is False
+    assert kept.store is True
+
+
 class FullStore:
     """A store that reads but takes no more (full, or read-only)."""
 

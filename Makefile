@@ -72,7 +72,7 @@ $(VERCEL_CACHE)/.warmed: pyproject.toml vercel.json $(NPM_TOOLS)/.installed $(VE
 RAISE_FILE_LIMIT := ulimit -Sn "$$(ulimit -Hn)" 2>/dev/null || true;
 
 serve: $(VENV)/.serve-installed
-	$(RAISE_FILE_LIMIT) STATE_DIR="$(STATE_DIR)" $(BIN)/python -m uvicorn adapters.app:app --host "$(HOST)" --port "$(PORT)" --no-access-log
+	$(RAISE_FILE_LIMIT) STATE_DIR="$(STATE_DIR)" $(BIN)/python -m adapters.serve "$(HOST)" "$(PORT)"
 
 # The Netlify function as Netlify's bundler builds it: esbuild, with pyodide left as a package.
 NETLIFY_BUNDLE := netlify/.build/openai.mjs

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
 from .auth import bearer_token, resolve_poe_key
@@ -312,6 +312,7 @@ class Context:
         self.api_key = ""
         self.credential = ""  # the bearer token: the Poe key, or an access token in owner mode
         self.stream_errors: Callable[[OpenAIError], bytes] | None = None  # set once a stream is open
+        self.body_read = False
 
     def authenticate(self) -> str:
         authorization = self.headers.get("authorization")
@@ -326,7 +327,16 @@ class Context:
         if declared.isdigit() and int(declared) > limit:
             raise too_large(limit)
         body: bytes = yield ReadBody(limit)
+        self.body_read = True
         return body
+
+    @property
+    def unread_body(self) -> bool:
+        """Whether the request came with a body that was not read to its end (an answer before
+        it, or a body cut short): its connection cannot carry another request."""
+        if self.body_read:
+            return False
+        return "transfer-encoding" in self.headers or self.headers.get("content-length", "0") not in ("", "0")
 
     def note(self, **fields: Any) -> None:
         self.record.update(fields)
@@ -515,6 +525,8 @@ class Exchange:
 
     def _respond(self, response: Respond) -> None:
         self.record["status"] = response.status
+        if self.context.unread_body:  # what is left of the body would be read as the next request
+            response = replace(response, headers={**response.headers, "connection": "close"})
         self._outbox.append(response)
 
     def _fail(self, error: OpenAIError) -> None:

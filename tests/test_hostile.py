@@ -448,6 +448,29 @@ async def test_heads_sent_a_byte_a_second_are_cut_off_and_others_served(
     await still_serving(proxy)
 
 
+# Whether the server closes a connection whose request was refused before its body was read.
+# Deno.serve keeps it (with the body cancelled and `connection: close` sent) for the client to end.
+CLOSES_AFTER_A_REFUSAL = {"serve": True, "netlify": True, "cloudflare": True, "deno": False}
+
+
+@pytest.mark.parametrize("host", list(CLOSES_AFTER_A_REFUSAL), indirect=True)
+async def test_a_refusal_before_the_body_closes_the_connection(
+    host: str, open_proxy: OpenProxy, proxy_url_of: Callable[[Target], str]
+) -> None:
+    """A 401 for a body that never comes: the rest of it could only be misread as a request."""
+    address = address_of(proxy_url_of(open_proxy("bot")))
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n"
+    async with connection(address) as (reader, writer):
+        writer.write(head)
+        status, headers, _ = await asyncio.wait_for(read_answer(reader), 10)
+        try:
+            await asyncio.wait_for(reader.read(), 3)  # to the end: a chunked answer's last CRLF, then none
+            closed = True
+        except TimeoutError:
+            closed = False
+    assert (status, headers.get("connection"), closed) == (401, "close", CLOSES_AFTER_A_REFUSAL[host])
+
+
 async def test_uploads_broken_off_end_their_requests_not_the_host(proxy: Target, proxy_url: str) -> None:
     address = address_of(proxy_url)
     mark = proxy.log_mark()

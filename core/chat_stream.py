@@ -31,7 +31,13 @@ from .errors import (
 from .sse import DONE_EVENT, ServerSentEvent, SSEDecoder, encode_json_event, json_value
 from .structured import CodeFenceStripper
 from .text import TextGate
+from .thinking import ThinkingSplitter
 from .usage import estimate_tokens, max_chars_for_tokens, usage_dict
+
+# A message's (or delta's) fields the proxy decides; Poe's others are passed on as they came.
+_DECIDED_MESSAGE_FIELDS = frozenset({"role", "content", "tool_calls"})
+# A tool call's fields the proxy decides (it numbers and names calls itself); the rest pass.
+_TOOL_CALL_FIELDS = frozenset({"index", "id", "type", "function"})
 
 # Bot-protocol events that carry nothing for an OpenAI client.
 _IGNORED_POE_EVENTS = frozenset({"meta", "suggested_reply", "data", "ping"})
@@ -82,11 +88,13 @@ class ChatWire:
 
     def __init__(self, meta: CompletionMeta) -> None:
         self.meta = meta
+        self._model = meta.model  # as the chunks name it (Poe's name, where Poe gave one)
 
     def head(self) -> bytes:
         return b""
 
     def chunks(self, chunks: list[dict[str, Any]]) -> bytes:
+        self._model = chunks[-1]["model"]
         if len(chunks) == 1:
             return encode_json_event(chunks[0])
         return b"".join(map(encode_json_event, chunks))
@@ -94,7 +102,7 @@ class ChatWire:
     def tail(self, usage: dict[str, Any]) -> bytes:
         if not self.meta.include_usage:
             return DONE_EVENT
-        return encode_json_event(usage_chunk(self.meta, usage)) + DONE_EVENT
+        return encode_json_event({**usage_chunk(self.meta, usage), "model": self._model}) + DONE_EVENT
 
     def error(self, error: OpenAIError) -> bytes:
         return encode_json_event(error.to_dict())
@@ -150,6 +158,11 @@ class _ChoiceStream:
         self.tool_calls: dict[int, dict[str, Any]] = {}
         self.finish_reason: str | None = None
         self.upstream_usage: dict[str, Any] | None = None
+        # What Poe said beside the text that the proxy does not decide: the message's other
+        # fields (reasoning_content, reasoning, annotations, ...; text fields as they add up)
+        # and the model Poe named. Both reach the client as they came.
+        self.passed: dict[str, Any] = {}
+        self.upstream_model: str | None = None
 
     def _reset_text(self) -> None:
         """Text pipeline: upstream text -> code-fence stripper (JSON mode) -> stop/length gate."""
@@ -180,16 +193,22 @@ class _ChoiceStream:
     def message(self) -> dict[str, Any]:
         """The assistant message of a non-streaming response."""
         content = self.content
-        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None, **self.passed}
         if self.tool_calls:
             message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
             if not content:
                 message["content"] = None
         return message
 
+    @property
+    def reasoning(self) -> str:
+        """What the model said while it thought (``reasoning_content``), if anything."""
+        said = self.passed.get("reasoning_content")
+        return said if isinstance(said, str) else ""
+
     def completion_tokens(self) -> int:
         arguments = "".join(c["function"]["arguments"] for c in self.tool_calls.values())
-        return estimate_tokens(self.content) + estimate_tokens(arguments)
+        return estimate_tokens(self.content) + estimate_tokens(arguments) + estimate_tokens(self.reasoning)
 
     def close(self) -> list[dict[str, Any]]:
         """Upstream ended. Unless it said it was done, the answer may be cut short: an error."""
@@ -204,7 +223,30 @@ class _ChoiceStream:
         if not self._started:
             self._started = True
             delta = {"role": "assistant", **delta}
-        return completion_chunk(self.meta, self.index, delta, finish_reason)
+        chunk = completion_chunk(self.meta, self.index, delta, finish_reason)
+        if self.upstream_model is not None:
+            chunk["model"] = self.upstream_model
+        return chunk
+
+    def _note_model(self, data: Mapping[str, Any]) -> None:
+        """The model Poe named in its answer: every chunk and the completion carry it."""
+        model = data.get("model")
+        if self.upstream_model is None and isinstance(model, str) and model:
+            self.upstream_model = model
+
+    def _pass(self, fields: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Fields of Poe's message the proxy does not decide: kept for the message (text adds
+        up, as a stream's deltas do), and streamed as their own delta, before any content."""
+        if self.finished or not fields:
+            return []
+        for name, value in fields.items():
+            kept = self.passed.get(name)
+            self.passed[name] = kept + value if isinstance(kept, str) and isinstance(value, str) else value
+        return [self._chunk(dict(fields))] if self._streaming else []
+
+    def _reason(self, text: str) -> list[dict[str, Any]]:
+        """Reasoning the proxy read out of a bot's text, in the fields clients read it from."""
+        return self._pass({"reasoning_content": text, "reasoning": text}) if text else []
 
     def _text(self, text: str) -> list[dict[str, Any]]:
         if self.finished:
@@ -261,16 +303,21 @@ class _ChoiceStream:
                 if not isinstance(call_id, str) or not call_id:
                     digest = hashlib.sha256(f"{self.meta.id}/{self.index}/{index}".encode()).hexdigest()
                     call_id = f"call_{digest[:24]}"
+                # Fields of Poe's beside the call's own (Gemini's extra_content: its thought
+                # signature, wanted back with the next turn) stay with it.
+                extra = {k: v for k, v in raw.items() if k not in _TOOL_CALL_FIELDS}
                 call = {
                     "id": call_id,
                     "type": "function",
                     "function": {"name": name or "", "arguments": ""},
+                    **extra,
                 }
                 self.tool_calls[index] = call
                 delta.update(
                     id=call_id,
                     type="function",
                     function={"name": call["function"]["name"], "arguments": arguments},
+                    **extra,
                 )
             else:
                 if isinstance(name, str) and name and not call["function"]["name"]:
@@ -326,25 +373,42 @@ class PoeStreamToChatChunks(_ChoiceStream):
         super().__init__(meta, **options)
         self._file_links = file_links
         self.files: list[BotFile] = []
+        self._thinking = ThinkingSplitter()
 
     def feed(self, event: ServerSentEvent) -> list[dict[str, Any]]:
         kind = event.event
         if kind == "text":  # nearly every event: first
-            return self._text(_text_field(_json_object(event, kind), kind))
+            return self._said(*self._thinking.feed(_text_field(_json_object(event, kind), kind)))
         if kind in _IGNORED_POE_EVENTS:
             return []
         if kind == "done":
-            return self._finish()
+            return self._said(*self._thinking.close()) + self._finish()
         if kind not in ("replace_response", "json", "file", "error"):
             return []  # unknown events are ignored, as the protocol asks of clients
         data = _json_object(event, kind)
         if kind == "replace_response":
-            return self._replace(_text_field(data, kind))
+            return self._rewrite(_text_field(data, kind))
         if kind == "json":
             return self._json(data)
         if kind == "file":
             return self._file(data)
         raise error_from_poe_error_event(data)
+
+    def _said(self, reasoning: str, answer: str) -> list[dict[str, Any]]:
+        """What the bot's text was, told apart (``core.thinking``): its reasoning, then answer."""
+        chunks = self._reason(reasoning)
+        if answer:
+            chunks += self._text(answer)
+        return chunks
+
+    def _rewrite(self, text: str) -> list[dict[str, Any]]:
+        """``replace_response``: the whole text so far, thinking and answer, told apart anew.
+        Reasoning sent cannot be unsent: only what extends it goes out."""
+        self._thinking = ThinkingSplitter()
+        reasoning, answer = self._thinking.feed(text)
+        said = self.reasoning
+        chunks = self._reason(reasoning[len(said) :] if reasoning.startswith(said) else "")
+        return chunks + self._replace(answer)
 
     def _json(self, data: Mapping[str, Any]) -> list[dict[str, Any]]:
         # Tool calls arrive as OpenAI-shaped deltas: {"choices": [{"delta": {...}, "finish_reason"}]}.
@@ -401,6 +465,7 @@ class OpenAIStreamToChatChunks(_ChoiceStream):
         usage = data.get("usage")
         if isinstance(usage, dict):
             self.upstream_usage = dict(usage)
+        self._note_model(data)
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             return []
@@ -408,6 +473,7 @@ class OpenAIStreamToChatChunks(_ChoiceStream):
         chunks: list[dict[str, Any]] = []
         delta = choice.get("delta")
         if isinstance(delta, dict):
+            chunks += self._pass({k: v for k, v in delta.items() if k not in _DECIDED_MESSAGE_FIELDS})
             tool_calls = delta.get("tool_calls")
             if tool_calls is not None:
                 chunks += self._tool_call_deltas(tool_calls)
@@ -433,6 +499,7 @@ class OpenAICompletionToChat(_ChoiceStream):
         usage = data.get("usage")
         if isinstance(usage, dict):
             self.upstream_usage = dict(usage)
+        self._note_model(data)
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise UpstreamError("Poe sent a completion without a choice.", code="upstream_malformed")
@@ -440,6 +507,7 @@ class OpenAICompletionToChat(_ChoiceStream):
         message = choice.get("message")
         if not isinstance(message, dict):
             raise UpstreamError("Poe sent a completion without a message.", code="upstream_malformed")
+        self._pass({k: v for k, v in message.items() if k not in _DECIDED_MESSAGE_FIELDS})
         tool_calls = message.get("tool_calls")
         if tool_calls:
             self._tool_call_deltas(tool_calls)
@@ -580,6 +648,7 @@ def total_usage(choices: Sequence[EventConverter], prompt_tokens: int | Sequence
     """
     estimates = [prompt_tokens] * len(choices) if isinstance(prompt_tokens, int) else list(prompt_tokens)
     prompt = completion = 0
+    details: dict[str, Any] = {}  # Poe's other usage fields (reasoning and cached tokens, ...)
     for choice, estimate in zip(choices, estimates, strict=True):
         reported = choice.upstream_usage
         if (
@@ -589,10 +658,29 @@ def total_usage(choices: Sequence[EventConverter], prompt_tokens: int | Sequence
         ):
             prompt += reported["prompt_tokens"]
             completion += reported["completion_tokens"]
+            details = add_up(details, reported)
         else:
             prompt += estimate
             completion += choice.completion_tokens()
-    return usage_dict(prompt, completion)
+            reasoning = estimate_tokens(getattr(choice, "reasoning", ""))
+            if reasoning:  # estimated, as the rest: part of completion_tokens, as OpenAI counts it
+                details = add_up(details, {"completion_tokens_details": {"reasoning_tokens": reasoning}})
+    return {**details, **usage_dict(prompt, completion)}
+
+
+def add_up(total: Mapping[str, Any], more: Mapping[str, Any]) -> dict[str, Any]:
+    """Two usage reports as one: numbers summed, field by field and within nested ones; any other
+    value as the first report had it (Poe's fields whatever they are: they pass through)."""
+    out = dict(total)
+    for name, value in more.items():
+        kept = out.get(name)
+        if isinstance(kept, int) and isinstance(value, int) and not isinstance(value, bool):
+            out[name] = kept + value
+        elif isinstance(kept, Mapping) and isinstance(value, Mapping):
+            out[name] = add_up(kept, value)
+        elif name not in out or kept is None:
+            out[name] = value
+    return out
 
 
 def chat_completion(
@@ -603,7 +691,7 @@ def chat_completion(
         "id": meta.id,
         "object": "chat.completion",
         "created": meta.created,
-        "model": meta.model,
+        "model": next((c.upstream_model for c in choices if c.upstream_model), meta.model),
         "system_fingerprint": None,
         "choices": [
             {

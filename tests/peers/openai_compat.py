@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from .bots import BOT_NAMES, POE_KEY, Studio
 from .openai_responses import responses_routes
+from .recordings import RECORDINGS, recorded, recorded_chunks
 
 T = TypeVar("T")
 
@@ -171,6 +172,11 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
         state.chat_streams.append(bool(body.get("stream")))
         prompt = sum(words(content_text(m.get("content"))) for m in body["messages"])
         cid, created, model = "chatcmpl-upstream", int(time.time()), body["model"]
+        if model.startswith("recorded-") and model[9:] in RECORDINGS:  # Poe's own answer, replayed
+            if not body.get("stream"):
+                return JSONResponse(recorded(model[9:]))
+            lines = [f"data: {json.dumps(chunk)}\n\n" for chunk in recorded_chunks(model[9:])]
+            return StreamingResponse(iter([*lines, "data: [DONE]\n\n"]), media_type="text/event-stream")
         if model.lower() not in BOT_NAMES:
             return error(404, f"The model `{model}` does not exist", "model_not_found")
         stream = messages_from_bot(body, str(request.base_url))

@@ -1,0 +1,124 @@
+"""Everything Poe says reaches the client, on every host: Poe's own recorded answers replayed
+through the ``openai`` backend (``tests/peers/recordings.py``), and a thinking bot's reasoning
+through the bot backend, streamed and not, read with the official ``openai`` SDK and raw."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import OpenProxy
+from tests.peers.bots import POE_KEY
+from tests.peers.recordings import recorded
+
+AUTH = {"Authorization": f"Bearer {POE_KEY}"}
+
+
+async def chat(http: httpx.AsyncClient, model: str, **body: Any) -> dict[str, Any]:
+    messages = body.pop("messages", [{"role": "user", "content": "What is 7 * 8?"}])
+    response = await http.post(
+        "/v1/chat/completions", headers=AUTH, json={"model": model, "messages": messages, **body}
+    )
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+async def chat_stream(http: httpx.AsyncClient, model: str, **body: Any) -> list[dict[str, Any]]:
+    """The chunks of a streamed chat, with its usage chunk."""
+    messages = body.pop("messages", [{"role": "user", "content": "What is 7 * 8?"}])
+    payload = {
+        "model": model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    async with http.stream(
+        "POST", "/v1/chat/completions", headers=AUTH, json={**payload, **body}
+    ) as response:
+        assert response.status_code == 200
+        lines = [line async for line in response.aiter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    return [json.loads(line[6:]) for line in lines[:-1]]
+
+
+def joined(chunks: list[dict[str, Any]], field: str) -> str:
+    return "".join(c["choices"][0]["delta"].get(field) or "" for c in chunks if c["choices"])
+
+
+def first_with(chunks: list[dict[str, Any]], field: str) -> int:
+    return next(i for i, c in enumerate(chunks) if c["choices"] and c["choices"][0]["delta"].get(field))
+
+
+@pytest.mark.parametrize("name", ["grok-3-mini-reasoning", "gemini-3-pro-reasoning"])
+async def test_a_recorded_reasoning_answer_arrives_whole(open_proxy: OpenProxy, name: str) -> None:
+    poe = recorded(name)
+    async with open_proxy("openai").http() as http:
+        answer = await chat(http, f"recorded-{name}")
+        chunks = await chat_stream(http, f"recorded-{name}")
+    said = poe["choices"][0]["message"]
+    assert answer["choices"][0]["message"] == {**said, "refusal": None}  # every field Poe sent
+    assert answer["usage"] == poe["usage"]  # reasoning and cached tokens too
+    assert answer["model"] == poe["model"] and {c["model"] for c in chunks} == {poe["model"]}
+    # Streamed: reasoning as it comes, before the content, in both fields clients read.
+    assert joined(chunks, "reasoning_content") == joined(chunks, "reasoning") == said["reasoning_content"]
+    assert joined(chunks, "content") == said["content"]
+    assert first_with(chunks, "reasoning_content") < first_with(chunks, "content")
+    assert len([c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("reasoning_content")]) > 1
+    assert chunks[-1]["usage"] == poe["usage"]
+
+
+async def test_a_recorded_gemini_tool_call_keeps_its_thought_signature(open_proxy: OpenProxy) -> None:
+    poe = recorded("gemini-3-flash-tool-call")
+    [call] = poe["choices"][0]["message"]["tool_calls"]
+    async with open_proxy("openai").sdk() as sdk:
+        answer = await sdk.chat.completions.create(
+            model="recorded-gemini-3-flash-tool-call", messages=[{"role": "user", "content": "weather?"}]
+        )
+        stream = await sdk.chat.completions.create(
+            model="recorded-gemini-3-flash-tool-call",
+            messages=[{"role": "user", "content": "weather?"}],
+            stream=True,
+        )
+        deltas = [chunk.choices[0].delta async for chunk in stream if chunk.choices]
+    [got] = answer.choices[0].message.tool_calls or []
+    assert (got.id, got.function.name, got.function.arguments) == (
+        call["id"],
+        "getWeather",
+        call["function"]["arguments"],
+    )
+    assert got.model_extra == {"extra_content": call["extra_content"]}  # the SDK keeps it for the next turn
+    [streamed] = [call for delta in deltas for call in delta.tool_calls or []]
+    assert (streamed.model_extra or {})["extra_content"] == call["extra_content"]
+    assert answer.choices[0].finish_reason == "tool_calls"
+
+
+THINKING_BOT = [
+    ["text", "*Thinking...*\n\n> **Working it"],
+    ["text", " out**\n>\n> 7 times 8"],
+    ["text", " is 56.\n\n"],
+    ["text", "7 times 8 is "],
+    ["text", "56."],
+]
+
+
+async def test_a_thinking_bots_reasoning_reaches_chat_clients(open_proxy: OpenProxy) -> None:
+    """The bot backend: a bot that thinks as Poe's thinking bots do (``core/thinking.py``)."""
+    script = json.dumps(THINKING_BOT)
+    messages = [{"role": "user", "content": script}]
+    async with open_proxy("bot").http() as http:
+        answer = await chat(http, "script", messages=messages)
+        chunks = await chat_stream(http, "script", messages=messages)
+    thought = "**Working it out**\n\n7 times 8 is 56.\n"
+    message = answer["choices"][0]["message"]
+    assert (message["content"], message["reasoning_content"], message["reasoning"]) == (
+        "7 times 8 is 56.",
+        thought,
+        thought,
+    )
+    assert answer["usage"]["completion_tokens_details"]["reasoning_tokens"] > 0
+    assert (joined(chunks, "reasoning_content"), joined(chunks, "content")) == (thought, "7 times 8 is 56.")
+    assert first_with(chunks, "reasoning_content") < first_with(chunks, "content")

@@ -94,7 +94,10 @@ def resolve_bot_name(
 
 
 def openai_model_list(upstream: Any, *, created: int) -> dict[str, Any]:
-    """Poe's ``/v1/models`` answer in OpenAI's exact list shape (``created`` fills gaps)."""
+    """Poe's ``/v1/models`` answer in OpenAI's exact list shape, every field Poe gives a model
+    kept as it came (``pricing``, ``context_window``, ``parameters``, ``architecture``,
+    ``reasoning``, ...): the proxy fills only OpenAI's four where Poe leaves a gap (``created``
+    with the time it was read)."""
     items = upstream.get("data") if isinstance(upstream, Mapping) else upstream
     if not isinstance(items, list):
         raise UpstreamError("Poe's model list is not a list.", code="upstream_malformed")
@@ -103,10 +106,11 @@ def openai_model_list(upstream: Any, *, created: int) -> dict[str, Any]:
         model_id = item.get("id") if isinstance(item, Mapping) else item
         if not isinstance(model_id, str) or not model_id:
             continue
-        stamp = item.get("created") if isinstance(item, Mapping) else None
-        owner = item.get("owned_by") if isinstance(item, Mapping) else None
+        said = dict(item) if isinstance(item, Mapping) else {}
+        stamp, owner = said.get("created"), said.get("owned_by")
         data.append(
             {
+                **said,
                 "id": model_id,
                 "object": "model",
                 "created": stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else created,

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import OpenProxy
 from tests.peers.bots import POE_KEY
-from tests.peers.openai_compat import EMBEDDING_BATCH_LIMIT, PeerState, vector
+from tests.peers.openai_compat import CATALOG_FIELDS, EMBEDDING_BATCH_LIMIT, PeerState, vector
 
 # -- models ----------------------------------------------------------------------------------
 
@@ -22,6 +22,14 @@ async def test_list_models(client: openai.AsyncOpenAI) -> None:
     ids = [m.id for m in page.data]
     assert "echo" in ids and "claude-opus-4.5" in ids and "text-embedding-3-small" in ids
     assert all(m.object == "model" and m.owned_by == "poe" and m.created == 1700000000 for m in page.data)
+
+
+async def test_every_field_of_poes_catalog_reaches_the_client(client: openai.AsyncOpenAI) -> None:
+    """Pricing, context window, parameters, modalities, reasoning: what clients choose a model by."""
+    listed = next(m for m in (await client.models.list()).data if m.id == "echo")
+    one = await client.models.retrieve("echo")
+    for model in (listed, one):
+        assert {k: v for k, v in model.model_dump().items() if k in CATALOG_FIELDS} == CATALOG_FIELDS
 
 
 @pytest.mark.parametrize("model_id", ["claude-opus-4.5", "CLAUDE-OPUS-4.5", "vendor/some-model.v2"])

@@ -126,6 +126,28 @@ def vector(text: str, dimensions: int) -> list[float]:
     return [x / norm for x in raw]
 
 
+# What Poe's catalog says of a model beyond OpenAI's four fields, shaped as its live /v1/models
+# answer is (its fields as clients of it read them: supported_endpoints, architecture, reasoning,
+# context_window; each model's own parameters as JSON Schema, such as enable_thinking).
+CATALOG_FIELDS: dict[str, Any] = {
+    "description": "A bot on the stand-in Poe.",
+    "root": "stand-in",
+    "architecture": {
+        "input_modalities": ["text", "image"],
+        "output_modalities": ["text"],
+        "modality": "text->text",
+    },
+    "pricing": {"prompt": "0.0000011", "completion": "0.0000044", "request": None},
+    "context_window": {"context_length": 262144, "max_output_tokens": 65536},
+    "context_length": 262144,
+    "reasoning": {"supports_reasoning_effort": True, "budget": None},
+    "supported_endpoints": ["/v1/chat/completions", "/v1/responses"],
+    "supported_features": ["tools", "web_search"],
+    "parameters": {"enable_thinking": {"type": "boolean", "default": False}},
+    "metadata": {"display_name": "Stand-in"},
+}
+
+
 class PeerState:
     """What tests may inspect or switch on the stand-in."""
 
@@ -294,12 +316,8 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
         if state.fail_models:
             return error(500, "models are down", None, "server_error")
         ids = [*BOT_NAMES, *EMBEDDING_MODELS, *EXTRA_MODELS]
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": [{"id": i, "object": "model", "created": 1700000000, "owned_by": "poe"} for i in ids],
-            }
-        )
+        entry = {"object": "model", "created": 1700000000, "owned_by": "poe", **CATALOG_FIELDS}
+        return JSONResponse({"object": "list", "data": [{"id": i, **entry} for i in ids]})
 
     async def embeddings(request: Request) -> Response:
         if request.headers.get("authorization") != f"Bearer {POE_KEY}":

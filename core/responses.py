@@ -311,14 +311,23 @@ def _renamed(error: OpenAIError, sources: Sequence[str], tool_params: Sequence[s
 
 
 def usage(chat_usage: Mapping[str, Any]) -> dict[str, Any]:
-    """Chat usage as the Responses API counts it."""
+    """Chat usage as the Responses API counts it (reasoning and cached tokens where counted)."""
+    prompt = chat_usage.get("prompt_tokens_details") or {}
+    completion = chat_usage.get("completion_tokens_details") or {}
     return {
         "input_tokens": chat_usage["prompt_tokens"],
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "input_tokens_details": {"cached_tokens": prompt.get("cached_tokens") or 0, "cache_write_tokens": 0},
         "output_tokens": chat_usage["completion_tokens"],
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": completion.get("reasoning_tokens") or 0},
         "total_tokens": chat_usage["total_tokens"],
     }
+
+
+def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
+    """What the model thought, as a ``reasoning`` item: its text as the item's one summary part.
+    Poe gives no encrypted reasoning, so ``encrypted_content`` is null, asked for or not."""
+    summary = [{"type": "summary_text", "text": text}] if text else []
+    return {"type": "reasoning", "id": item_id, "summary": summary, "encrypted_content": None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,6 +411,8 @@ def _message_status(finish_reason: str | None) -> str:
 def response_object(meta: ResponseMeta, answer: Converter, chat_usage: Mapping[str, Any]) -> dict[str, Any]:
     """The ``response`` of a finished answer (not streamed)."""
     output = []
+    if answer.reasoning:
+        output.append(reasoning_item(meta.new_id("rs"), answer.reasoning))
     if answer.content:
         output.append(message_item(meta.new_id("msg"), answer.content, _message_status(answer.finish_reason)))
     output += [
@@ -455,6 +466,8 @@ class ResponsesWire:
         self._sequence = 0
         self._output: list[dict[str, Any]] = []  # items as they stand, in output order
         self._message: dict[str, Any] | None = None  # the message item being written
+        self._reasoning: dict[str, Any] | None = None  # the reasoning item being written
+        self._thought: list[str] = []
         self._text: list[str] = []
         self._calls: dict[int, dict[str, Any]] = {}  # open function call items, by tool call index
         self._finish_reason: str | None = None
@@ -475,6 +488,9 @@ class ResponsesWire:
         for chunk in chunks:
             choice = chunk["choices"][0]
             delta = choice["delta"]
+            thought = delta.get("reasoning_content")
+            if thought and isinstance(thought, str):
+                out.append(self._reasoning_delta(thought))
             content = delta.get("content")
             if content:
                 out.append(self._text_delta(content))
@@ -485,8 +501,39 @@ class ResponsesWire:
                 out.append(self._close_all())
         return b"".join(out)
 
-    def _text_delta(self, text: str) -> bytes:
+    def _reasoning_delta(self, text: str) -> bytes:
         out = b""
+        item = self._reasoning
+        if item is None:
+            item = self._reasoning = reasoning_item(self.meta.new_id("rs"), "")
+            self._output.append(item)
+            out += self._event(
+                "response.output_item.added", output_index=len(self._output) - 1, item=dict(item)
+            )
+            part = {"type": "summary_text", "text": ""}
+            out += self._event("response.reasoning_summary_part.added", **self._summary(item), part=part)
+        self._thought.append(text)
+        return out + self._event("response.reasoning_summary_text.delta", **self._summary(item), delta=text)
+
+    def _summary(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {"item_id": item["id"], "output_index": self._output.index(item), "summary_index": 0}
+
+    def _close_reasoning(self) -> bytes:
+        item, self._reasoning = self._reasoning, None
+        if item is None:
+            return b""
+        text, self._thought = "".join(self._thought), []
+        part = {"type": "summary_text", "text": text}
+        item["summary"] = [part]
+        where = self._summary(item)
+        return (
+            self._event("response.reasoning_summary_text.done", **where, text=text)
+            + self._event("response.reasoning_summary_part.done", **where, part=part)
+            + self._event("response.output_item.done", output_index=where["output_index"], item=item)
+        )
+
+    def _text_delta(self, text: str) -> bytes:
+        out = self._close_reasoning()  # the model has stopped thinking: its answer begins
         message = self._message
         if message is None:
             message = self._message = message_item(self.meta.new_id("msg"), "", "in_progress")
@@ -523,7 +570,7 @@ class ResponsesWire:
         out = b""
         item = self._calls.get(delta["index"])
         if item is None:
-            out += self._close_message()  # a call after text: the message is complete
+            out += self._close_reasoning() + self._close_message()  # a call after text: that is complete
             call = {"id": delta["id"], "function": {"name": delta["function"]["name"], "arguments": ""}}
             item = function_call_item(self.meta, self.meta.new_id("fc"), call, "in_progress")
             self._calls[delta["index"]] = item
@@ -540,7 +587,7 @@ class ResponsesWire:
         return out
 
     def _close_all(self) -> bytes:
-        out = self._close_message()
+        out = self._close_reasoning() + self._close_message()
         for item in self._calls.values():
             item["status"] = "completed"
             where = self._where(item, False)
@@ -565,6 +612,8 @@ class ResponsesWire:
         return self.held + self._event(f"response.{response['status']}", response=response)
 
     def error(self, error: OpenAIError) -> bytes:
+        if self._reasoning is not None:  # what it thought before it failed stays too
+            self._reasoning["summary"] = [{"type": "summary_text", "text": "".join(self._thought)}]
         if self._message is not None:  # what it said before it failed stays said
             text = "".join(self._text)
             part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}

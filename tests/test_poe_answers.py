@@ -122,3 +122,40 @@ async def test_a_thinking_bots_reasoning_reaches_chat_clients(open_proxy: OpenPr
     assert answer["usage"]["completion_tokens_details"]["reasoning_tokens"] > 0
     assert (joined(chunks, "reasoning_content"), joined(chunks, "content")) == (thought, "7 times 8 is 56.")
     assert first_with(chunks, "reasoning_content") < first_with(chunks, "content")
+
+
+async def test_a_thinking_bots_reasoning_reaches_responses_clients(open_proxy: OpenProxy) -> None:
+    """A reasoning item with its summary, streamed with its summary events, before the message;
+    what Codex asks for (``include: ["reasoning.encrypted_content"]``) answered honestly: null."""
+    script = json.dumps(THINKING_BOT)
+    thought = "**Working it out**\n\n7 times 8 is 56.\n"
+    async with open_proxy("bot").sdk() as sdk:
+        answer = await sdk.responses.create(
+            model="script", input=script, include=["reasoning.encrypted_content"]
+        )
+        stream = await sdk.responses.create(model="script", input=script, stream=True)
+        events = [event async for event in stream]
+    reasoning, message = answer.output
+    assert reasoning.type == "reasoning" and [s.text for s in reasoning.summary] == [thought]
+    assert message.type == "message"
+    assert reasoning.encrypted_content is None
+    assert answer.output_text == "7 times 8 is 56."
+    assert answer.usage is not None and answer.usage.output_tokens_details.reasoning_tokens > 0
+    kinds = [event.type for event in events]
+    assert kinds[:7] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.reasoning_summary_part.added",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.delta",
+    ]
+    deltas = "".join(e.delta for e in events if e.type == "response.reasoning_summary_text.delta")  # type: ignore[union-attr]
+    done = next(e for e in events if e.type == "response.reasoning_summary_text.done")
+    assert deltas == done.text == thought  # type: ignore[union-attr]
+    assert kinds.index("response.reasoning_summary_part.done") < kinds.index("response.output_text.delta")
+    completed = events[-1]
+    assert completed.type == "response.completed"
+    assert [item.type for item in completed.response.output] == ["reasoning", "message"]
+    assert [s.text for s in completed.response.output[0].summary] == [thought]  # type: ignore[union-attr]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable, Generator, Mapping
+from dataclasses import replace
 from functools import partial
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
@@ -46,6 +47,7 @@ from .images import ImageRequest, image_events, images_response, parse_edit_form
 from .media import guess_mime
 from .models import find_model, openai_model_list
 from .multipart import parse_form
+from .reasoning import MODEL_OWN_PARAMETERS, reasoning_parameters
 from .responses import (
     RelayWire,
     ResponseMeta,
@@ -116,8 +118,29 @@ def chat_completions(context: Context) -> Flow:
     settings = context.settings
     chat = parse_chat_request(payload, settings, max_media_bytes=settings.max_media_bytes)
     context.note(model=chat.bot, stream=chat.stream)
+    chat = yield from reasoning_controls(context, chat)
     meta = new_meta(context, "chatcmpl", chat.bot, chat.stream and chat.include_usage)
     return (yield from answer_chat(context, chat, meta, ChatWire(meta), partial(chat_completion, meta)))
+
+
+def reasoning_controls(
+    context: Context, chat: ChatRequest, *, budget: int | None = None
+) -> Generator[Step, Any, ChatRequest]:
+    """``chat`` with its reasoning effort (or a Messages ``budget`` of thinking tokens) as the
+    parameter its model declares in Poe's catalog; as it came where the catalog is out of
+    reach or declares none, and untouched where the client named the model's own parameter."""
+    parameters = chat.parameters
+    effort = parameters.get("reasoning_effort")
+    if (not isinstance(effort, str) and budget is None) or parameters.keys() & MODEL_OWN_PARAMETERS:
+        return chat
+    try:
+        listed = yield from model_list(context)
+    except OpenAIError:
+        listed = {"data": []}
+    entry = next((m for m in listed["data"] if m["id"].lower() == chat.bot.lower()), None)
+    asked = reasoning_parameters(entry, effort=effort if isinstance(effort, str) else None, budget=budget)
+    kept = {k: v for k, v in parameters.items() if k != "reasoning_effort"}
+    return replace(chat, parameters={**kept, **asked})
 
 
 def answer_chat(
@@ -259,7 +282,9 @@ def responses(context: Context) -> Flow:
     if context.settings.backend == "openai":  # Poe serves the Responses API, and keeps it, itself
         chat = parse_responses_request(payload, context.settings).chat
         context.note(model=chat.bot, stream=chat.stream)
-        return (yield from relay_responses(context, {**payload, "model": chat.bot}, chat))
+        controlled = yield from reasoning_controls(context, chat)  # reasoning.effort stays too
+        own = {k: v for k, v in controlled.parameters.items() if k in MODEL_OWN_PARAMETERS}
+        return (yield from relay_responses(context, {**payload, **own, "model": chat.bot}, chat))
     if payload.get("conversation") is not None:
         raise unsupported(
             "conversation",
@@ -269,7 +294,7 @@ def responses(context: Context) -> Flow:
     earlier = yield from earlier_items(context, payload)
     stored = opt_bool(payload, "store") is not False and context.store_missing is None
     request = parse_responses_request(earlier.body, context.settings, history=earlier.history, stored=stored)
-    chat = request.chat
+    chat = yield from reasoning_controls(context, request.chat)
     context.note(model=chat.bot, stream=chat.stream)
     meta = ResponseMeta(
         f"resp_{context.new_token()}",

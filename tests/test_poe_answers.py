@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import OpenProxy
 from tests.peers.bots import POE_KEY
+from tests.peers.openai_compat import PeerState
 from tests.peers.recordings import recorded
 
 AUTH = {"Authorization": f"Bearer {POE_KEY}"}
@@ -159,3 +160,38 @@ async def test_a_thinking_bots_reasoning_reaches_responses_clients(open_proxy: O
     assert completed.type == "response.completed"
     assert [item.type for item in completed.response.output] == ["reasoning", "message"]
     assert [s.text for s in completed.response.output[0].summary] == [thought]  # type: ignore[union-attr]
+
+
+async def test_reasoning_effort_becomes_the_parameter_the_model_declares(
+    open_proxy: OpenProxy, backend: str, poe_state: PeerState
+) -> None:
+    """The stand-in's catalog declares ``enable_thinking`` for every model (as Poe's does for
+    Kimi, GLM, DeepSeek): chat's ``reasoning_effort`` and Responses' ``reasoning.effort`` ask
+    for it, on either backend; a client that names the model's parameter itself is left alone."""
+    async with open_proxy(backend).sdk() as sdk:
+        for effort, on in (("high", True), ("none", False)):
+            answer = await sdk.chat.completions.create(
+                model="inspect", messages=[{"role": "user", "content": "hi"}], reasoning_effort=effort
+            )
+            assert sent_parameters(backend, answer.choices[0].message.content, poe_state) == {
+                "enable_thinking": on
+            }
+        response = await sdk.responses.create(model="inspect", input="hi", reasoning={"effort": "low"})
+        assert sent_parameters(backend, response.output_text, poe_state) == {"enable_thinking": True}
+        own = await sdk.chat.completions.create(
+            model="inspect",
+            messages=[{"role": "user", "content": "hi"}],
+            reasoning_effort="high",
+            extra_body={"parameters": {"enable_thinking": False}},
+        )
+        assert sent_parameters(backend, own.choices[0].message.content, poe_state)["enable_thinking"] is False
+
+
+def sent_parameters(backend: str, inspected: str | None, poe_state: PeerState) -> dict[str, Any]:
+    """The reasoning parameters the model got: in the bot query's last message (``inspect``
+    shows it), or at the top of Poe's chat body (the stand-in kept it)."""
+    if backend == "bot":
+        parameters: dict[str, Any] = json.loads(inspected or "")["query"][-1]["parameters"]
+        return parameters
+    body = poe_state.chat_bodies[-1]
+    return {k: body[k] for k in ("enable_thinking", "thinking_budget", "thinking_level") if k in body}

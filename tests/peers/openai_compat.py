@@ -154,6 +154,7 @@ class PeerState:
     def __init__(self) -> None:
         self.embedding_batches: list[int] = []
         self.chat_streams: list[bool] = []  # for each chat call: whether it asked for a stream
+        self.chat_bodies: list[dict[str, Any]] = []  # each chat (and Responses) call's body, as it came
         self.models_requests = 0
         self.fail_models = False
         # What Poe's file upload API received: attachment URL -> (name, content type, bytes, auth).
@@ -192,6 +193,7 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
             return error(401, "Invalid API key", "invalid_api_key")
         body = await request.json()
         state.chat_streams.append(bool(body.get("stream")))
+        state.chat_bodies.append(body)
         prompt = sum(words(content_text(m.get("content"))) for m in body["messages"])
         cid, created, model = "chatcmpl-upstream", int(time.time()), body["model"]
         if model.startswith("recorded-") and model[9:] in RECORDINGS:  # Poe's own answer, replayed
@@ -402,7 +404,7 @@ def make_openai_compat_routes(state: PeerState) -> list[Route]:
         return None
 
     return [
-        *responses_routes(messages_from_bot, deltas, authorized),
+        *responses_routes(messages_from_bot, deltas, authorized, state.chat_bodies),
         Route("/poe_api/file_upload_3RD_PARTY_POST", file_upload, methods=["POST"]),
         Route("/poe_files/moved", moved_file, methods=["GET"]),
         Route("/poe_files/bomb", bomb_file, methods=["GET"]),

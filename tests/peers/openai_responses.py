@@ -250,8 +250,10 @@ def responses_routes(
     bot_messages: Callable[[dict[str, Any], str], AsyncIterator[fp.PartialResponse]],
     deltas: Callable[[fp.PartialResponse], list[dict[str, Any]]],
     authorized: Callable[[Request], Response | None],
+    bodies: list[dict[str, Any]],
 ) -> list[Route]:
-    """``POST /v1/responses`` and what the kept responses answer."""
+    """``POST /v1/responses`` and what the kept responses answer; each body is added to
+    ``bodies`` as it came."""
     kept = Kept()
 
     async def responses(request: Request) -> Response:
@@ -259,6 +261,7 @@ def responses_routes(
         if refused is not None:
             return refused
         body = await request.json()
+        bodies.append(body)
         if body["model"].lower() not in BOT_NAMES:
             error = {
                 "message": f"The model `{body['model']}` does not exist",

@@ -201,6 +201,11 @@ class _ChoiceStream:
         return message
 
     @property
+    def stop_sequence(self) -> str | None:
+        """The stop sequence that ended the answer, if one did."""
+        return self._gate.matched if self._gate.reason == "stop" else None
+
+    @property
     def reasoning(self) -> str:
         """What the model said while it thought (``reasoning_content``), if anything."""
         said = self.passed.get("reasoning_content")

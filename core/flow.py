@@ -312,10 +312,15 @@ class Context:
         self.api_key = ""
         self.credential = ""  # the bearer token: the Poe key, or an access token in owner mode
         self.stream_errors: Callable[[OpenAIError], bytes] | None = None  # set once a stream is open
+        # The status and body of an error in the client's API, where it is not OpenAI's.
+        self.error_shape: Callable[[OpenAIError], tuple[int, dict[str, Any]]] | None = None
         self.body_read = False
 
     def authenticate(self) -> str:
         authorization = self.headers.get("authorization")
+        api_key = self.headers.get("x-api-key")
+        if authorization is None and api_key is not None:  # Anthropic's clients send their key so
+            authorization = f"Bearer {api_key}"
         self.api_key = resolve_poe_key(authorization, self.settings)
         self.credential = bearer_token(authorization) or ""
         return self.api_key
@@ -379,7 +384,8 @@ class Context:
             **self.response_headers,
             **{k.lower(): v for k, v in error.headers.items()},
         }
-        return Respond(error.status, headers, dumps(error.to_dict()).encode())
+        status, body = self.error_shape(error) if self.error_shape else (error.status, error.to_dict())
+        return Respond(status, headers, dumps(body).encode())
 
     def stream_head(self, body: bytes, errors: Callable[[OpenAIError], bytes]) -> Respond:
         """The head of a 200 event stream; ``errors`` encodes a failure after it as events."""

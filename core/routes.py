@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from . import messages as messages_api
 from .calls import ChoiceCalls, JsonCalls, Wire
 from .chat_request import ChatRequest, parse_chat_request
 from .chat_stream import (
@@ -85,6 +86,8 @@ def dispatch(context: Context) -> Flow:
     if flow is None:
         allow = {"Allow": ", ".join([*found, "OPTIONS"])}
         raise MethodNotAllowedError(f"Method {method} is not allowed on {path}.", headers=allow)
+    if route.startswith("messages"):  # Anthropic's clients read Anthropic's errors
+        context.error_shape = lambda error: (messages_api.error_status(error), messages_api.error_body(error))
     context.authenticate()  # before the body is read: no key, no reading
     return (yield from flow(context))
 
@@ -367,6 +370,42 @@ def relay_responses(context: Context, body: dict[str, Any], chat: ChatRequest) -
     return context.json(200, scrub_response(answer, context.api_key))
 
 
+# -- Anthropic's Messages API ---------------------------------------------------------------------
+
+
+def messages(context: Context) -> Flow:
+    """``POST /v1/messages``: a Messages request answered as chat is, in Anthropic's shapes."""
+    asked = messages_api.messages_chat_body(parse_json_object((yield from context.read_body())))
+    settings = context.settings
+    chat = parse_chat_request(asked.chat_body, settings, max_media_bytes=settings.max_media_bytes)
+    context.note(model=chat.bot, stream=chat.stream)
+    chat = yield from reasoning_controls(context, chat, budget=asked.budget)
+    message_id = f"msg_{context.new_token()}"
+    meta = CompletionMeta(message_id, int(context.now), chat.bot)
+    if chat.stream:
+        _, estimates, planned = yield from planned_calls(context, chat, meta)
+        answers = [converter for _, converter in planned]
+        wire = messages_api.MessagesWire(message_id, asked.model, estimates[0], answers)
+        yield ChoiceCalls(context, planned, estimates, wire)
+        return None
+
+    def present(answers: list[Converter], usage: dict[str, Any]) -> dict[str, Any]:
+        return messages_api.message_object(message_id, asked.model, answers[0], usage)
+
+    return context.json(200, (yield from complete_chat(context, chat, meta, present)))
+
+
+def count_tokens(context: Context) -> Flow:
+    """``POST /v1/messages/count_tokens``: the request's input, estimated as usage is."""
+    asked = messages_api.messages_chat_body(
+        parse_json_object((yield from context.read_body())), counting=True
+    )
+    chat = parse_chat_request(
+        asked.chat_body, context.settings, max_media_bytes=context.settings.max_media_bytes
+    )
+    return context.json(200, {"input_tokens": estimate_prompt_tokens(chat.prompt_texts())})
+
+
 # -- models and embeddings (Poe's OpenAI-compatible API, whatever the backend) -----------------
 
 
@@ -508,6 +547,8 @@ ROUTES: dict[str, Routes] = {
     "chat/completions": {"POST": chat_completions},
     "completions": {"POST": completions},
     "responses": {"POST": responses},
+    "messages": {"POST": messages},
+    "messages/count_tokens": {"POST": count_tokens},
     "embeddings": {"POST": embeddings},
     "models": {"GET": models},
     "images/generations": {"POST": image_generations},

@@ -15,7 +15,7 @@ GateReason = Literal["stop", "length"]
 class TextGate:
     """Feed text with ``push``; emit what it returns; call ``finish`` at the end of the stream."""
 
-    __slots__ = ("_held", "_max_chars", "_stops", "emitted_chars", "reason")
+    __slots__ = ("_held", "_max_chars", "_stops", "emitted_chars", "matched", "reason")
 
     def __init__(self, stop: tuple[str, ...] = (), max_chars: int | None = None) -> None:
         self._stops = tuple(s for s in stop if s)
@@ -23,6 +23,7 @@ class TextGate:
         self._held = ""
         self.emitted_chars = 0
         self.reason: GateReason | None = None
+        self.matched: str | None = None  # the stop sequence that ended the text, if one did
 
     @property
     def closed(self) -> bool:
@@ -39,7 +40,7 @@ class TextGate:
         stop_at = self._first_stop(buffer)
         hold_from = len(buffer) - self._partial_stop_length(buffer)
         if stop_at is not None and stop_at <= hold_from:
-            return self._release(buffer[:stop_at], "stop")
+            return self._cut(buffer, stop_at)
         # A longer stop sequence may yet start before a complete shorter one ("DND" vs "N" in
         # "DDN"): hold from the earliest possible start; the held text is shorter than a stop.
         self._held = buffer[hold_from:]
@@ -52,8 +53,13 @@ class TextGate:
         held, self._held = self._held, ""
         stop_at = self._first_stop(held)
         if stop_at is not None:
-            return self._release(held[:stop_at], "stop")
+            return self._cut(held, stop_at)
         return self._release(held, None)
+
+    def _cut(self, buffer: str, stop_at: int) -> str:
+        """``buffer`` up to the stop sequence found at ``stop_at``, which ends the text."""
+        self.matched = next(stop for stop in self._stops if buffer.startswith(stop, stop_at))
+        return self._release(buffer[:stop_at], "stop")
 
     def _release(self, text: str, reason: GateReason | None) -> str:
         if self._max_chars is not None and self.emitted_chars + len(text) > self._max_chars:

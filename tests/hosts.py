@@ -25,7 +25,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
+import httpx2
 import openai
 
 from adapters.app import ProxyApp, create_app
@@ -130,6 +132,15 @@ class Target:
     def http(self, **options: Any) -> httpx.AsyncClient:
         """A raw HTTP client, for what the SDK would not send."""
         return httpx.AsyncClient(transport=self._transport(), base_url=self.url, timeout=30, **options)
+
+    def anthropic(self, *, api_key: str = POE_KEY, **options: Any) -> anthropic.AsyncAnthropic:
+        """The official ``anthropic`` SDK, talking to this proxy (its base URL has no ``/v1``); it
+        speaks httpx's fork ``httpx2``, whose ASGI transport reaches the app in this process."""
+        transport = httpx2.ASGITransport(app=self.app) if self.app is not None else None
+        http = httpx2.AsyncClient(transport=transport, base_url=self.url, timeout=60)
+        return anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=self.url, http_client=http, max_retries=0, **options
+        )
 
     def sdk(self, *, api_key: str = POE_KEY, **options: Any) -> openai.AsyncOpenAI:
         """The official async SDK, talking to this proxy."""

@@ -20,6 +20,11 @@ What the request says, and where it goes:
 - ``max_tokens`` (required, as Anthropic requires it), ``stop_sequences``, ``temperature``,
   ``top_p``, ``stream``, ``metadata.user_id`` (``user``); ``top_k`` is accepted and not sent (no
   Poe field); ``thinking.budget_tokens``: the reasoning control (``core.reasoning``).
+
+Claude Code sends more than the documented API (seen from version 2.1.332): messages with the
+``system`` role (its environment, a system message where it stands), ``thinking: {"type":
+"adaptive"}`` (left to the model), ``output_config.effort`` (the reasoning control's effort) and
+``context_management`` (nothing to manage: the proxy keeps no context).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 
 from .chat_stream import Converter
 from .errors import InvalidRequestError, OpenAIError
+from .reasoning import EFFORTS as _SCALE
 from .sse import dumps
 from .validate import missing_parameter, opt_int, opt_object, opt_str, required_str, type_error
 
@@ -52,6 +58,8 @@ ERROR_TYPES = {
     504: "timeout_error",
 }
 OVERLOADED = 529  # Anthropic's status for an overloaded service: a 503 of the proxy's
+# Anthropic's efforts (output_config.effort) on the scale of reasoning efforts.
+EFFORTS = {**{effort: effort for effort in _SCALE}, "max": "xhigh"}
 
 
 def error_status(error: OpenAIError) -> int:
@@ -254,9 +262,11 @@ def messages_chat_body(body: Mapping[str, Any], *, counting: bool = False) -> Me
                 chat.append({"role": "user", "content": parts})
         elif role == "assistant":
             chat.append(_assistant_turn(blocks, f"{param}.content"))
+        elif role == "system":  # Claude Code's mid-conversation instructions (its environment)
+            chat.append({"role": "system", "content": _text_of(blocks, f"{param}.content")})
         else:
             raise InvalidRequestError(
-                f"Invalid value for '{param}.role': {role!r}; expected 'user' or 'assistant'.",
+                f"Invalid value for '{param}.role': {role!r}; expected 'user', 'assistant' or 'system'.",
                 param=f"{param}.role",
                 code="invalid_value",
             )
@@ -292,6 +302,10 @@ def messages_chat_body(body: Mapping[str, Any], *, counting: bool = False) -> Me
         budget = opt_int(thinking, "budget_tokens", 0, None, param="thinking.budget_tokens")
     elif thinking.get("type") == "disabled":
         budget = 0
+    # "adaptive" thinking leaves it to the model; an effort (Claude Code's output_config) is one.
+    effort = opt_str(opt_object(body, "output_config") or {}, "effort", param="output_config.effort")
+    if effort is not None and budget is None:
+        chat_body["reasoning_effort"] = EFFORTS.get(effort, effort)
     if chat_body["stream"]:
         chat_body["stream_options"] = {"include_usage": True}
     return MessagesRequest(chat_body, model, budget)

@@ -6,6 +6,8 @@ are the upstream the proxy is tested against. Bots live at ``/bot/<name>`` like 
 * ``echo`` (also serving the default model ``claude-opus-4.5``): streams the last user message
   back, a word at a time.
 * ``inspect``: answers with the JSON of the ``QueryRequest`` it received.
+* ``weather``: calls a tool, then answers from its result; ``reader``: asks Claude Code to read a
+  file with its own ``Read`` tool, then quotes it.
 * ``firehose``: 200 MB as fast as the reader takes it (``FIREHOSE`` counts what left).
 * ``jsonbot``: structured output, fenced, in prose, or never valid (see the class).
 * ``script``: the last user message is a JSON list of steps, played as bot output:
@@ -124,6 +126,30 @@ class WeatherToolBot(fp.PoeBot):
         for delta in [first] + [{"index": 0, "function": {"arguments": f}} for f in fragments]:
             chunk = {"choices": [{"index": 0, "delta": {"tool_calls": [delta]}, "finish_reason": None}]}
             yield ServerSentEvent(event="json", data=json.dumps(chunk))
+
+
+class FileReaderBot(fp.PoeBot):
+    """Claude Code's coworker: given its tools, asks it to ``Read`` ``notes.txt`` in the working
+    directory its environment names; given the result, answers with it quoted."""
+
+    async def get_response(self, request: fp.QueryRequest) -> AsyncIterable[Any]:
+        if request.tool_results:
+            yield fp.PartialResponse(text=f"The file says: {request.tool_results[0].content}")
+            return
+        said = "\n".join(message.content for message in request.query)
+        directory = re.search(r"Primary working directory: (\S+)", said)
+        if not any(tool.function.name == "Read" for tool in request.tools or []) or directory is None:
+            yield fp.PartialResponse(text="I have no Read tool, or no working directory.")
+            return
+        arguments = json.dumps({"file_path": f"{directory.group(1)}/notes.txt"})
+        call = {
+            "index": 0,
+            "id": "call_read_1",
+            "type": "function",
+            "function": {"name": "Read", "arguments": arguments},
+        }
+        chunk = {"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}
+        yield ServerSentEvent(event="json", data=json.dumps(chunk))
 
 
 class FirehoseBot(fp.PoeBot):
@@ -350,7 +376,8 @@ class VoiceBot(MediaBot):
 VOICE_BOTS = ("ElevenLabs-v2.5-Turbo", "ElevenLabs-v3")
 
 BOT_NAMES = (
-    "echo", "claude-opus-4.5", "inspect", "script", "gated", "thinking", "weather", "firehose", "jsonbot",
+    "echo", "claude-opus-4.5", "inspect", "script", "gated", "thinking", "weather", "reader", "firehose",
+    "jsonbot",
 )  # fmt: skip
 
 
@@ -367,6 +394,7 @@ def make_bot_server(studio: Studio) -> Any:
         GatedBot(path="/bot/gated", access_key=POE_KEY),
         ThinkingGatedBot(path="/bot/thinking", access_key=POE_KEY),
         WeatherToolBot(path="/bot/weather", access_key=POE_KEY),
+        FileReaderBot(path="/bot/reader", access_key=POE_KEY),
         FirehoseBot(path="/bot/firehose", access_key=POE_KEY),
         JsonBot(path="/bot/jsonbot", access_key=POE_KEY),
     ]

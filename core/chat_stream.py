@@ -36,6 +36,10 @@ from .usage import estimate_tokens, max_chars_for_tokens, usage_dict
 
 # A message's (or delta's) fields the proxy decides; Poe's others are passed on as they came.
 _DECIDED_MESSAGE_FIELDS = frozenset({"role", "content", "tool_calls"})
+# The fields of an answer (or chunk) the proxy decides; Poe's others are passed on.
+_DECIDED_ANSWER_FIELDS = frozenset(
+    {"id", "object", "created", "model", "choices", "usage", "system_fingerprint", "error"}
+)
 # A tool call's fields the proxy decides (it numbers and names calls itself); the rest pass.
 _TOOL_CALL_FIELDS = frozenset({"index", "id", "type", "function"})
 
@@ -163,6 +167,7 @@ class _ChoiceStream:
         # and the model Poe named. Both reach the client as they came.
         self.passed: dict[str, Any] = {}
         self.upstream_model: str | None = None
+        self.passed_top: dict[str, Any] = {}  # fields of Poe's answer itself the proxy does not decide
 
     def _reset_text(self) -> None:
         """Text pipeline: upstream text -> code-fence stripper (JSON mode) -> stop/length gate."""
@@ -231,13 +236,18 @@ class _ChoiceStream:
         chunk = completion_chunk(self.meta, self.index, delta, finish_reason)
         if self.upstream_model is not None:
             chunk["model"] = self.upstream_model
+        if self.passed_top:
+            chunk.update(self.passed_top)
         return chunk
 
     def _note_model(self, data: Mapping[str, Any]) -> None:
-        """The model Poe named in its answer: every chunk and the completion carry it."""
+        """The model Poe named in its answer, and its fields beside the ones the proxy decides:
+        every chunk and the completion carry them."""
         model = data.get("model")
         if self.upstream_model is None and isinstance(model, str) and model:
             self.upstream_model = model
+        for name in data.keys() - _DECIDED_ANSWER_FIELDS:
+            self.passed_top[name] = data[name]
 
     def _pass(self, fields: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Fields of Poe's message the proxy does not decide: kept for the message (text adds
@@ -692,7 +702,9 @@ def chat_completion(
     meta: CompletionMeta, choices: Sequence[_ChoiceStream], usage: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The non-streaming ``chat.completion`` built from finished converters."""
+    passed = {k: v for c in choices for k, v in c.passed_top.items()}
     return {
+        **passed,
         "id": meta.id,
         "object": "chat.completion",
         "created": meta.created,

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import OpenProxy
 from tests.peers.bots import POE_KEY
+from tests.peers.faulty import Answer, FaultyPoe
 from tests.peers.openai_compat import PeerState
 from tests.peers.recordings import recorded
 
@@ -195,3 +196,32 @@ def sent_parameters(backend: str, inspected: str | None, poe_state: PeerState) -
         return parameters
     body = poe_state.chat_bodies[-1]
     return {k: body[k] for k in ("enable_thinking", "thinking_budget", "thinking_level") if k in body}
+
+
+async def test_a_field_poe_adds_next_arrives_too(open_proxy: OpenProxy, faulty_poe: FaultyPoe) -> None:
+    """Fields no recording has yet, at every level: the answer's, the message's, the tool call's."""
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "f", "arguments": "{}"},
+        "extra_content": {"x": 1},
+    }
+    message = {
+        "role": "assistant",
+        "content": "ok",
+        "annotations": [{"type": "url_citation"}],
+        "tool_calls": [call],
+    }
+    answer = {
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "new-model",
+        "provider": "xai",
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2, "cost": {"points": 30}},
+    }  # fmt: skip
+    faulty_poe.handler = lambda request: Answer.json(200, answer)
+    async with open_proxy("openai", POE_BASE_URL=faulty_poe.url).http() as http:
+        got = await chat(http, "new-model")
+    assert (got["provider"], got["model"]) == ("xai", "new-model")
+    assert got["choices"][0]["message"]["annotations"] == [{"type": "url_citation"}]
+    assert got["choices"][0]["message"]["tool_calls"][0]["extra_content"] == {"x": 1}
+    assert got["usage"]["cost"] == {"points": 30}

@@ -29,10 +29,12 @@ DEADLINE = 120.0  # no run lasts longer, whatever happens
 
 
 def request_bytes(url: str, model: str, stream: bool) -> bytes:
+    """The request a chat client sends, or an Anthropic client's to ``/v1/messages``."""
     parts = urlsplit(url)
-    body = json.dumps(
-        {"model": model, "messages": [{"role": "user", "content": "Say something."}], "stream": stream}
-    ).encode()
+    request: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "Say something."}]}
+    if parts.path.endswith("/messages"):
+        request["max_tokens"] = 4096
+    body = json.dumps({**request, "stream": stream}).encode()
     return (
         b"POST %b HTTP/1.1\r\nHost: %b\r\nAuthorization: %b\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%b"

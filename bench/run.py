@@ -266,6 +266,11 @@ def main() -> None:
                 figures = measure(url)
                 figures["cold_start_ms"] = 1000 * cold
                 figures["rss_mb_after_load"] = tree_rss_mb(process.pid)
+                if name.startswith("ours"):  # the Messages lane, beside the chat lane, on the same process
+                    print(f"-- {name}, Messages", file=sys.stderr, flush=True)
+                    results["targets"][f"{name}, Messages"] = measure(
+                        url.replace("/chat/completions", "/messages")
+                    )
             results["targets"][name] = figures
         results["ablations"] = ablations(upstream)
         results["hosts"] = host_costs(upstream, paced)
@@ -575,6 +580,20 @@ def targets_met(results: dict[str, Any]) -> list[tuple[str, bool]]:
         ),
         (f"importing the Lambda entry module <= 150 ms ({imported:.0f} ms)", imported <= 150),
     ]
+    for backend, chat in (("openai", ours), ("bot", bot)):
+        lane = t.get(f"ours, {backend} backend, Messages")
+        if lane is None:
+            continue
+        ratio = rps(chat) / rps(lane)
+        streamed, chat_streamed = lane["stream_c1"]["total_p50_ms"], chat["stream_c1"]["total_p50_ms"]
+        checks.append(
+            (
+                f"Messages lane ({backend} backend) within 1.1x of chat: {rps(lane):.0f} vs "
+                f"{rps(chat):.0f} req/s ({ratio:.2f}x), added p50 {added(lane):.2f} vs {added(chat):.2f} ms, "
+                f"streamed total p50 {streamed:.1f} vs {chat_streamed:.1f} ms",
+                ratio <= 1.1 and added(lane) <= 1.1 * added(chat) and streamed <= 1.1 * chat_streamed,
+            )
+        )
     rps_300 = min(ours["throughput_c32_300"]["rps"], bot["throughput_c32_300"]["rps"])
     relay_300 = tuned["throughput_c32_300"]["rps"]
     checks.append(

@@ -30,7 +30,7 @@ Claude Code sends more than the documented API (seen from version 2.1.332): mess
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,15 +110,20 @@ def _source_url(source: Mapping[str, Any], param: str) -> str:
     )
 
 
-def _user_parts(blocks: list[Any], param: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """A user turn's blocks as chat content parts, and its tool results as tool messages."""
-    parts: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
+def _blocks(blocks: list[Any], param: str) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    """Each content block with where it is (for an error's ``param``) and its type."""
     for i, block in enumerate(blocks):
         where = f"{param}[{i}]"
         if not isinstance(block, dict):
             raise type_error(where, "an object", block)
-        kind = block.get("type")
+        yield where, block.get("type"), block
+
+
+def _user_parts(blocks: list[Any], param: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A user turn's blocks as chat content parts, and its tool results as tool messages."""
+    parts: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for where, kind, block in _blocks(blocks, param):
         if kind == "text":
             parts.append({"type": "text", "text": required_str(block, "text", param=f"{where}.text")})
         elif kind == "image":
@@ -154,11 +159,7 @@ def _user_parts(blocks: list[Any], param: str) -> tuple[list[dict[str, Any]], li
 def _assistant_turn(blocks: list[Any], param: str) -> dict[str, Any]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
-    for i, block in enumerate(blocks):
-        where = f"{param}[{i}]"
-        if not isinstance(block, dict):
-            raise type_error(where, "an object", block)
-        kind = block.get("type")
+    for where, kind, block in _blocks(blocks, param):
         if kind == "text":
             texts.append(required_str(block, "text", param=f"{where}.text"))
         elif kind == "tool_use":

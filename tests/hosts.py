@@ -47,7 +47,7 @@ MAKE_TARGETS = {
 # Variables a deployment is configured with: never inherited from the developer's shell.
 SETTING_PREFIXES = (
     "POE_", "PROXY_", "MAX_", "MODEL", "DEFAULT_", "EMBEDDING_", "ALLOW_", "LOG_LEVEL",
-    "STATE_DIR", "RESPONSES_",
+    "STATE_DIR", "RESPONSES_", "FILE_TIMEOUT", "BODY_TIMEOUT",
 )  # fmt: skip
 
 

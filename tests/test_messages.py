@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import OpenProxy
 from tests.hosts import Target
 from tests.peers.bots import POE_KEY, png
+from tests.peers.recordings import recorded
 from tests.test_poe_answers import THINKING_BOT
 
 WEATHER = {
@@ -215,3 +216,23 @@ async def test_a_client_refused_before_its_stream_gets_an_http_error(proxy: Targ
         "type": "error",
         "error": {"type": "invalid_request_error", "message": response.json()["error"]["message"]},
     }
+
+
+async def test_poes_recorded_reasoning_as_thinking_blocks(open_proxy: OpenProxy) -> None:
+    """The openai backend: Poe's own reasoning (a recorded answer, tests/peers/recordings.py)."""
+    poe = recorded("grok-3-mini-reasoning")["choices"][0]["message"]
+    asked = {
+        "model": "recorded-grok-3-mini-reasoning",
+        "max_tokens": 500,
+        "messages": [{"role": "user", "content": "7*8?"}],
+    }
+    async with open_proxy("openai").anthropic() as client:
+        message = await client.messages.create(**asked)  # type: ignore[arg-type]
+        async with client.messages.stream(**asked) as stream:  # type: ignore[arg-type]
+            streamed = await stream.get_final_message()
+    for answer in (message, streamed):
+        assert [b.type for b in answer.content] == ["thinking", "text"]
+        assert (answer.content[0].thinking, answer.content[1].text) == (
+            poe["reasoning_content"],
+            poe["content"],
+        )  # type: ignore[union-attr]

@@ -314,7 +314,10 @@ class Context:
         self.stream_errors: Callable[[OpenAIError], bytes] | None = None  # set once a stream is open
         # The status and body of an error in the client's API, where it is not OpenAI's.
         self.error_shape: Callable[[OpenAIError], tuple[int, dict[str, Any]]] | None = None
-        self.body_read = False
+        # The connection is to close after the answer: its body was given up on as too slow.
+        # (Other answers before a body leave the server to drain it: closing on a client still
+        # sending would reset the connection, and the answer could be lost with it.)
+        self.close_after = False
 
     def authenticate(self) -> str:
         authorization = self.headers.get("authorization")
@@ -332,16 +335,7 @@ class Context:
         if declared.isdigit() and int(declared) > limit:
             raise too_large(limit)
         body: bytes = yield ReadBody(limit)
-        self.body_read = True
         return body
-
-    @property
-    def unread_body(self) -> bool:
-        """Whether the request came with a body that was not read to its end (an answer before
-        it, or a body cut short): its connection cannot carry another request."""
-        if self.body_read:
-            return False
-        return "transfer-encoding" in self.headers or self.headers.get("content-length", "0") not in ("", "0")
 
     def note(self, **fields: Any) -> None:
         self.record.update(fields)
@@ -438,6 +432,7 @@ class Exchange:
             self.client_left()
             return
         error = RequestTimeoutError(f"The request body did not arrive within {self.body_timeout:g} s.")
+        self.context.close_after = True  # whatever of it comes later is no request
         step.done, step.error = True, error
         self._resume(None, error)
 
@@ -531,7 +526,7 @@ class Exchange:
 
     def _respond(self, response: Respond) -> None:
         self.record["status"] = response.status
-        if self.context.unread_body:  # what is left of the body would be read as the next request
+        if self.context.close_after:
             response = replace(response, headers={**response.headers, "connection": "close"})
         self._outbox.append(response)
 

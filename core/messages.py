@@ -400,6 +400,7 @@ class MessagesWire:
         self._answer = answer  # the converter whose finish says the stop reason, once it is known
         self._index = -1
         self._open: str | None = None  # the kind of the block being written
+        self._call: int | None = None  # the tool call whose block is being written, by its index
 
     def head(self) -> bytes:
         message: dict[str, Any] = {
@@ -453,8 +454,11 @@ class MessagesWire:
                         "input": {},
                     }
                     out.append(self._start("tool_use", block))
+                    self._call = call["index"]
                 arguments = call.get("function", {}).get("arguments") or ""
-                if arguments:
+                # A call's arguments go in its own block; an earlier call's closing "{}" (its
+                # arguments were empty) has nowhere to go, and its input is {} already.
+                if arguments and self._open == "tool_use" and self._call == call["index"]:
                     out.append(self._delta({"type": "input_json_delta", "partial_json": arguments}))
             if choice["finish_reason"] is not None:
                 out.append(self._stop())

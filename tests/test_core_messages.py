@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from core.chat_stream import CompletionMeta, completion_chunk
 from core.errors import InvalidRequestError, UpstreamUnavailableError
-from core.messages import error_body, error_status, messages_chat_body
+from core.messages import MessagesWire, error_body, error_status, messages_chat_body
 
 PDF = {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQ="}
 FAILED_READ = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "no such file", "is_error": True}
@@ -107,3 +109,30 @@ def test_a_budget_of_thinking_and_the_error_shape() -> None:
     unavailable = UpstreamUnavailableError("Poe is down")
     body = {"type": "error", "error": {"type": "overloaded_error", "message": "Poe is down"}}
     assert (error_status(unavailable), error_body(unavailable)) == (529, body)
+
+
+def test_each_tool_calls_arguments_go_in_its_own_block() -> None:
+    """Two calls, the first with empty arguments: the chat converter closes it with "{}" at the
+    end, when its block is long closed; that "{}" goes nowhere (its input is {} already)."""
+    meta = CompletionMeta("m", 0, "bot")
+    first = {"index": 0, "id": "call_a", "type": "function", "function": {"name": "f", "arguments": ""}}
+    second = {"index": 1, "id": "call_b", "type": "function", "function": {"name": "g", "arguments": '{"x":'}}
+    chunks = [
+        completion_chunk(meta, 0, {"tool_calls": [first]}),
+        completion_chunk(meta, 0, {"tool_calls": [second]}),
+        completion_chunk(meta, 0, {"tool_calls": [{"index": 1, "function": {"arguments": " 1}"}}]}),
+        completion_chunk(
+            meta, 0, {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}, "tool_calls"
+        ),
+    ]
+    wire = MessagesWire("msg_1", "bot", 3, [])
+    events = [
+        json.loads(line[6:])
+        for line in wire.chunks(chunks).decode().splitlines()
+        if line.startswith("data: ")
+    ]
+    starts = [(e["index"], e["content_block"]["id"]) for e in events if e["type"] == "content_block_start"]
+    deltas = [(e["index"], e["delta"]["partial_json"]) for e in events if e["type"] == "content_block_delta"]
+    assert starts == [(0, "toolu_call_a"), (1, "toolu_call_b")]
+    assert deltas == [(1, '{"x":'), (1, " 1}")]
+    assert [e["type"] for e in events][-1] == "content_block_stop"

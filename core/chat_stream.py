@@ -388,16 +388,19 @@ class PoeStreamToChatChunks(_ChoiceStream):
         super().__init__(meta, **options)
         self._file_links = file_links
         self.files: list[BotFile] = []
-        self._thinking = ThinkingSplitter()
+        # Telling thinking from the answer, until the answer has begun (then None: the rest is it).
+        self._thinking: ThinkingSplitter | None = ThinkingSplitter()
 
     def feed(self, event: ServerSentEvent) -> list[dict[str, Any]]:
         kind = event.event
         if kind == "text":  # nearly every event: first
-            return self._said(*self._thinking.feed(_text_field(_json_object(event, kind), kind)))
+            text = _text_field(_json_object(event, kind), kind)
+            return self._text(text) if self._thinking is None else self._said(*self._thinking.feed(text))
         if kind in _IGNORED_POE_EVENTS:
             return []
         if kind == "done":
-            return self._said(*self._thinking.close()) + self._finish()
+            held = self._said(*self._thinking.close()) if self._thinking is not None else []
+            return held + self._finish()
         if kind not in ("replace_response", "json", "file", "error"):
             return []  # unknown events are ignored, as the protocol asks of clients
         data = _json_object(event, kind)
@@ -411,6 +414,8 @@ class PoeStreamToChatChunks(_ChoiceStream):
 
     def _said(self, reasoning: str, answer: str) -> list[dict[str, Any]]:
         """What the bot's text was, told apart (``core.thinking``): its reasoning, then answer."""
+        if self._thinking is not None and self._thinking.answering:
+            self._thinking = None
         chunks = self._reason(reasoning)
         if answer:
             chunks += self._text(answer)
@@ -421,6 +426,8 @@ class PoeStreamToChatChunks(_ChoiceStream):
         Reasoning sent cannot be unsent: only what extends it goes out."""
         self._thinking = ThinkingSplitter()
         reasoning, answer = self._thinking.feed(text)
+        if self._thinking.answering:
+            self._thinking = None
         said = self.reasoning
         chunks = self._reason(reasoning[len(said) :] if reasoning.startswith(said) else "")
         return chunks + self._replace(answer)

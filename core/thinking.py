@@ -38,6 +38,11 @@ class ThinkingSplitter:
         self._blank = False  # blank lines since the last quote line: inside the quote, or its end
         self._said = False  # some reasoning has gone out
 
+    @property
+    def answering(self) -> bool:
+        """The answer has begun: all that follows is answer."""
+        return self._state == "answer"
+
     def feed(self, text: str) -> tuple[str, str]:
         if self._state == "answer":
             return "", text

@@ -251,11 +251,16 @@ async def read_body(exchange: Exchange, client: Client, deadline: float) -> None
 
 
 class Sealer(Protocol):
-    """Seals and opens what the store keeps (``core.flow.Store.secret``; ``adapters.seal``)."""
+    """Seals and opens what the store keeps (``core.flow.Store.secret``): ``adapters.seal``'s
+    with ``cryptography``, the Worker's with WebCrypto."""
 
-    async def seal(self, secret: str, name: str, value: bytes) -> bytes: ...
+    async def seal(self, secret: str, name: str, value: bytes) -> bytes:
+        """``value``, to be kept at ``name``, sealed with ``secret``."""
+        ...
 
-    async def open(self, secret: str, name: str, value: bytes) -> bytes | None: ...
+    async def open(self, secret: str, name: str, value: bytes) -> bytes | None:
+        """What ``seal`` sealed, or None for a value that does not open with ``secret`` there."""
+        ...
 
 
 async def perform(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -19,16 +18,6 @@ from core.exchange import SEAL_INFO, SEAL_SALT, SEAL_VERSION
 NONCE_BYTES = 12
 
 
-class Sealer(Protocol):
-    async def seal(self, secret: str, name: str, value: bytes) -> bytes:
-        """``value``, to be kept at ``name``, sealed with ``secret``."""
-        ...
-
-    async def open(self, secret: str, name: str, value: bytes) -> bytes | None:
-        """What ``seal`` sealed, or None for a value that does not open with ``secret`` there."""
-        ...
-
-
 @functools.lru_cache(maxsize=1024)  # a key per credential, derived once per instance
 def _cipher(secret: str) -> AESGCM:
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=SEAL_SALT, info=SEAL_INFO).derive(secret.encode())
@@ -36,6 +25,8 @@ def _cipher(secret: str) -> AESGCM:
 
 
 class AESGCMSealer:
+    """The driver's ``Sealer`` (``adapters.driver``) with ``cryptography``."""
+
     async def seal(self, secret: str, name: str, value: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
         return SEAL_VERSION + nonce + _cipher(secret).encrypt(nonce, value, name.encode())

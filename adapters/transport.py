@@ -33,6 +33,8 @@ from typing import Any, cast
 import httptools
 import httpx
 
+from core.exchange import public_address
+
 HIGH_WATER = 64 * 1024  # unread body bytes at which reading from the socket pauses
 MAX_HEAD_BYTES = 100 * 1024  # a response head over this is refused, as httpcore refuses it
 MAX_IDLE_PER_ORIGIN = 128
@@ -421,9 +423,7 @@ async def _public_address(loop: asyncio.AbstractEventLoop, host: str, port: int)
     found = await loop.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
     addresses = [str(info[4][0]) for info in found]
     for address in addresses:
-        ip = ipaddress.ip_address(address.partition("%")[0])
-        mapped = getattr(ip, "ipv4_mapped", None)
-        if not ip.is_global or (mapped is not None and not mapped.is_global):
+        if not public_address(ipaddress.ip_address(address.partition("%")[0])):
             raise NotPublic(f"{host} resolves to {address}, which is not a public address.")
     if not addresses:
         raise httpx.ConnectError(f"{host} resolves to no address.")

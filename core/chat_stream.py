@@ -240,7 +240,7 @@ class _ChoiceStream:
             chunk.update(self.passed_top)
         return chunk
 
-    def _note_model(self, data: Mapping[str, Any]) -> None:
+    def _note_answer(self, data: Mapping[str, Any]) -> None:
         """The model Poe named in its answer, and its fields beside the ones the proxy decides:
         every chunk and the completion carry them."""
         model = data.get("model")
@@ -487,7 +487,7 @@ class OpenAIStreamToChatChunks(_ChoiceStream):
         usage = data.get("usage")
         if isinstance(usage, dict):
             self.upstream_usage = dict(usage)
-        self._note_model(data)
+        self._note_answer(data)
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             return []
@@ -521,7 +521,7 @@ class OpenAICompletionToChat(_ChoiceStream):
         usage = data.get("usage")
         if isinstance(usage, dict):
             self.upstream_usage = dict(usage)
-        self._note_model(data)
+        self._note_answer(data)
         choices = data.get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise UpstreamError("Poe sent a completion without a choice.", code="upstream_malformed")

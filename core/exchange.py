@@ -56,6 +56,7 @@ from .flow import (
 from .models import ModelListCache
 from .routes import dispatch
 from .settings import Settings
+from .urls import public_address
 
 __all__ = [
     "DONE",
@@ -75,6 +76,7 @@ __all__ = [
     "StopCall",
     "Store",
     "Write",
+    "public_address",
 ]
 
 

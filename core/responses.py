@@ -323,10 +323,14 @@ def usage(chat_usage: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def summary_part(text: str) -> dict[str, Any]:
+    return {"type": "summary_text", "text": text}
+
+
 def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
     """What the model thought, as a ``reasoning`` item: its text as the item's one summary part.
     Poe gives no encrypted reasoning, so ``encrypted_content`` is null, asked for or not."""
-    summary = [{"type": "summary_text", "text": text}] if text else []
+    summary = [summary_part(text)] if text else []
     return {"type": "reasoning", "id": item_id, "summary": summary, "encrypted_content": None}
 
 
@@ -510,7 +514,7 @@ class ResponsesWire:
             out += self._event(
                 "response.output_item.added", output_index=len(self._output) - 1, item=dict(item)
             )
-            part = {"type": "summary_text", "text": ""}
+            part = summary_part("")
             out += self._event("response.reasoning_summary_part.added", **self._summary(item), part=part)
         self._thought.append(text)
         return out + self._event("response.reasoning_summary_text.delta", **self._summary(item), delta=text)
@@ -523,7 +527,7 @@ class ResponsesWire:
         if item is None:
             return b""
         text, self._thought = "".join(self._thought), []
-        part = {"type": "summary_text", "text": text}
+        part = summary_part(text)
         item["summary"] = [part]
         where = self._summary(item)
         return (
@@ -613,7 +617,7 @@ class ResponsesWire:
 
     def error(self, error: OpenAIError) -> bytes:
         if self._reasoning is not None:  # what it thought before it failed stays too
-            self._reasoning["summary"] = [{"type": "summary_text", "text": "".join(self._thought)}]
+            self._reasoning["summary"] = [summary_part("".join(self._thought))]
         if self._message is not None:  # what it said before it failed stays said
             text = "".join(self._text)
             part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}

@@ -373,11 +373,20 @@ def relay_responses(context: Context, body: dict[str, Any], chat: ChatRequest) -
 # -- Anthropic's Messages API ---------------------------------------------------------------------
 
 
+def read_messages_request(
+    context: Context, *, counting: bool = False
+) -> Generator[Step, Any, tuple[messages_api.MessagesRequest, ChatRequest]]:
+    """The body of a Messages request, as Anthropic wrote it and as the chat request it is."""
+    asked = messages_api.messages_chat_body(
+        parse_json_object((yield from context.read_body())), counting=counting
+    )
+    settings = context.settings
+    return asked, parse_chat_request(asked.chat_body, settings, max_media_bytes=settings.max_media_bytes)
+
+
 def messages(context: Context) -> Flow:
     """``POST /v1/messages``: a Messages request answered as chat is, in Anthropic's shapes."""
-    asked = messages_api.messages_chat_body(parse_json_object((yield from context.read_body())))
-    settings = context.settings
-    chat = parse_chat_request(asked.chat_body, settings, max_media_bytes=settings.max_media_bytes)
+    asked, chat = yield from read_messages_request(context)
     context.note(model=chat.bot, stream=chat.stream)
     chat = yield from reasoning_controls(context, chat, budget=asked.budget)
     message_id = f"msg_{context.new_token()}"
@@ -397,12 +406,7 @@ def messages(context: Context) -> Flow:
 
 def count_tokens(context: Context) -> Flow:
     """``POST /v1/messages/count_tokens``: the request's input, estimated as usage is."""
-    asked = messages_api.messages_chat_body(
-        parse_json_object((yield from context.read_body())), counting=True
-    )
-    chat = parse_chat_request(
-        asked.chat_body, context.settings, max_media_bytes=context.settings.max_media_bytes
-    )
+    _, chat = yield from read_messages_request(context, counting=True)
     return context.json(200, {"input_tokens": estimate_prompt_tokens(chat.prompt_texts())})
 
 

@@ -63,10 +63,17 @@ class URL:
         one of a local network's (``localhost``, a single label, ``.internal``, …)."""
         address = self.address
         if address is not None:
-            mapped = getattr(address, "ipv4_mapped", None) or getattr(address, "sixtofour", None)
-            return address.is_global and (mapped is None or mapped.is_global)
+            return public_address(address)
         name = self.host.rstrip(".")
         return "." in name and name != "localhost" and not name.endswith(_LOCAL_SUFFIXES)
+
+
+def public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``address`` is on the public internet (an IPv6 address that carries an IPv4 one,
+    mapped or 6to4, only if that one is too): the one rule core's check of a URL and a host's
+    check of what a name resolved to share."""
+    carried = getattr(address, "ipv4_mapped", None) or getattr(address, "sixtofour", None)
+    return address.is_global and (carried is None or carried.is_global)
 
 
 def parse(text: str, base: URL | None = None) -> URL | None:

@@ -28,7 +28,7 @@ from .errors import (
     UpstreamUnavailableError,
     summarize_upstream_text,
 )
-from .sse import DONE_EVENT, ServerSentEvent, SSEDecoder, encode_json_event, json_value
+from .sse import DONE_EVENT, ServerSentEvent, SSEDecoder, dumps, encode_json_event, json_value
 from .structured import CodeFenceStripper
 from .text import TextGate
 from .thinking import ThinkingSplitter
@@ -86,13 +86,25 @@ def usage_chunk(meta: CompletionMeta, usage: Mapping[str, Any]) -> dict[str, Any
     }
 
 
+# The keys of a chunk that carries only text: all but the text is the same on every such chunk of
+# a choice, so its bytes are written once (``ChatWire``).
+_TEXT_CHUNK_KEYS = frozenset({"id", "object", "created", "model", "system_fingerprint", "choices"})
+_TEXT_CHUNK_KEYS_WITH_USAGE = _TEXT_CHUNK_KEYS | {"usage"}
+
+
 class ChatWire:
     """Chat chunks as ``data:`` events, the usage chunk if asked for, then ``[DONE]``; a failure
-    after the stream began is one error event and no ``[DONE]`` (the OpenAI SDK raises it)."""
+    after the stream began is one error event and no ``[DONE]`` (the OpenAI SDK raises it).
+
+    Most chunks of an answer carry one piece of text and nothing else: for those, only the text
+    is encoded, between the bytes every such chunk of its choice shares, made once (the same
+    bytes as encoding the whole chunk: encoding it was most of the proxy's work per event)."""
 
     def __init__(self, meta: CompletionMeta) -> None:
         self.meta = meta
         self._model = meta.model  # as the chunks name it (Poe's name, where Poe gave one)
+        self._text_keys = _TEXT_CHUNK_KEYS_WITH_USAGE if meta.include_usage else _TEXT_CHUNK_KEYS
+        self._frames: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}  # a text chunk's bytes around its text
 
     def head(self) -> bytes:
         return b""
@@ -100,8 +112,31 @@ class ChatWire:
     def chunks(self, chunks: list[dict[str, Any]]) -> bytes:
         self._model = chunks[-1]["model"]
         if len(chunks) == 1:
-            return encode_json_event(chunks[0])
-        return b"".join(map(encode_json_event, chunks))
+            return self._encode(chunks[0])
+        return b"".join(map(self._encode, chunks))
+
+    def _encode(self, chunk: dict[str, Any]) -> bytes:
+        if chunk.keys() == self._text_keys and chunk.get("usage") is None:
+            choices = chunk["choices"]
+            choice = choices[0] if len(choices) == 1 else None
+            if choice is not None and choice["finish_reason"] is None and choice["logprobs"] is None:
+                delta = choice["delta"]
+                text = delta.get("content")
+                if len(delta) == 1 and type(text) is str and len(choice) == 4:
+                    key = (chunk["id"], chunk["created"], chunk["model"], choice["index"])
+                    frame = self._frames.get(key) or self._frame(key, chunk)
+                    return frame[0] + dumps(text).encode() + frame[1]
+        return encode_json_event(chunk)
+
+    def _frame(self, key: tuple[Any, ...], chunk: dict[str, Any]) -> tuple[bytes, bytes]:
+        """The bytes of ``chunk`` (a text chunk) before its text and after it."""
+        mark = "\x00"  # the text is the chunk's last string: nothing after it can be taken for it
+        encoded = encode_json_event(
+            {**chunk, "choices": [{**chunk["choices"][0], "delta": {"content": mark}}]}
+        )
+        before, _, after = encoded.rpartition(dumps(mark).encode())
+        frame = self._frames[key] = (before, after)
+        return frame
 
     def tail(self, usage: dict[str, Any]) -> bytes:
         if not self.meta.include_usage:

@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from core.chat_stream import (
+    ChatWire,
     CompletionMeta,
     OpenAIStreamToChatChunks,
     PoeStreamToChatChunks,
     chat_completion,
+    completion_chunk,
     total_usage,
     usage_chunk,
 )
@@ -184,3 +186,46 @@ def test_openai_stream_stops_reading_after_a_cut_but_not_after_its_own_finish() 
         )
     )
     assert not natural.wants_more
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@given(
+    text=st.text(),
+    model=st.text(min_size=1, max_size=12),
+    index=st.integers(min_value=0, max_value=3),
+    usage=st.booleans(),
+    delta_extra=st.dictionaries(
+        st.sampled_from(["role", "reasoning_content", "refusal"]), _JSON_VALUES, max_size=1
+    ),
+    top_extra=st.dictionaries(
+        st.sampled_from(["service_tier", "provider"]), _JSON_VALUES, max_size=1
+    ),
+    finish=st.sampled_from([None, "stop"]),
+)
+def test_the_wire_writes_a_chunk_as_its_json_whatever_it_holds(
+    text: str,
+    model: str,
+    index: int,
+    usage: bool,
+    delta_extra: dict[str, Any],
+    top_extra: dict[str, Any],
+    finish: str | None,
+) -> None:
+    """Text chunks are written around their text, from bytes made once: those bytes are exactly
+    the chunk's JSON, for text chunks and for every other chunk beside them."""
+    meta = CompletionMeta(id="chatcmpl-x", created=1, model="bot", include_usage=usage)
+    wire = ChatWire(meta)
+    plain = completion_chunk(meta, index, {"content": text})
+    plain["model"] = model
+    other = {**completion_chunk(meta, index, {"content": text, **delta_extra}, finish), **top_extra}
+    for chunk in (plain, other, plain):
+        assert (
+            wire.chunks([chunk])
+            == b"data: " + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+        )

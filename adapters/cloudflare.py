@@ -29,7 +29,7 @@ import collections
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import js  # type: ignore[import-not-found]
@@ -114,6 +114,7 @@ class Deadline:
 
 
 HIGH_WATER = 64 * 1024  # body bytes taken from the pipe but not yet by the driver: the pipe waits
+OUT_HIGH_WATER = 64 * 1024  # answer bytes written but not yet taken by the client: the write waits
 
 
 class BodySink:
@@ -161,7 +162,7 @@ class BodySink:
         data = chunk.to_bytes()
         self._chunks.append(data)
         self._buffered += len(data)
-        self._wake()
+        _run_inline(self._wake)  # the driver takes the chunk now, within this call
         if self._buffered < HIGH_WATER:
             return None
         return js.Promise.new(create_once_callable(self._hold))
@@ -304,17 +305,21 @@ def _init(status: int, headers: Any) -> Any:
 class WorkerClient:
     """The driver's ``Client`` on a Worker's request and Response.
 
-    A streamed answer is a ``ReadableStream`` that each write enqueues into, as the web driver's
-    (``adapters/web.mts``): a write costs one call into JavaScript and waits only while the client
-    has not taken what came before (the stream's ``pull`` ends the wait). Awaiting a promise per
-    write instead cost a handful of event loop turns, each a JavaScript callback of its own."""
+    A streamed answer is a ``ReadableStream`` the client pulls from (its high-water mark is 0, so
+    the stream pulls only when the client is waiting for bytes). A write made while the client
+    waits goes to it at once, with one call into JavaScript; what is written while the client is
+    still busy with what came before waits here, and goes out as one chunk at its next pull. The
+    client's own pace coalesces writes, and adds no wait. Past ``OUT_HIGH_WATER`` bytes waiting,
+    a write waits for the client (and so the driver stops reading Poe)."""
 
     def __init__(self, request: Any) -> None:
         self._request = request
         self.response: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._controller: Any = None  # the answer's stream, once it has begun
-        self._pulled: asyncio.Future[None] | None = None  # a write waiting for the client
-        self._resume_pulls: Any = None  # settles the promise the stream's last pull returned
+        self._waiting: list[bytes] = []  # written while the client was busy: its next chunk
+        self._waiting_bytes = 0
+        self._wanted = False  # the client is waiting for bytes: the stream pulled and got none
+        self._room: asyncio.Future[None] | None = None  # a write (or the end) waiting for a pull
         self._callbacks: list[Any] = []  # what JavaScript holds of ours: destroyed at the end
         self._closed = False
         self._body: Any = None  # the request body's reader
@@ -356,25 +361,27 @@ class WorkerClient:
         self._driver = asyncio.current_task()
         source = {"start": self._callback(self._start), "pull": self._callback(self._pull),
                   "cancel": self._callback(self._cancel)}  # fmt: skip
-        stream = js.ReadableStream.new(to_js(source, dict_converter=js.Object.fromEntries))
+        stream = js.ReadableStream.new(_object(**source), _object(highWaterMark=0))
         self.response.set_result(js.Response.new(stream, _init(status, headers)))
         await self.write(response.body)
 
     def _start(self, controller: Any) -> None:
         self._controller = controller
 
-    def _pull(self, controller: Any) -> Any:
-        """The client took what was there: a write waiting for that goes on.
+    def _pull(self, controller: Any) -> None:
+        """The client waits for bytes: what is waiting here goes, or the next write will."""
+        if self._waiting:
+            self._flush()
+        else:
+            self._wanted = True
 
-        What it returns is a promise that stays pending until a write next has to wait: until then
-        the stream does not call again, so a write that need not wait, the common one, costs no
-        call back into Python (the stream would otherwise call after each chunk the client takes)."""
-        if self._pulled is not None and not self._pulled.done():
-            self._pulled.set_result(None)
-        return js.Promise.new(create_once_callable(self._hold_pulls))
-
-    def _hold_pulls(self, resolve: Any, reject: Any) -> None:
-        self._resume_pulls = resolve
+    def _flush(self) -> None:
+        data = self._waiting[0] if len(self._waiting) == 1 else b"".join(self._waiting)
+        self._waiting.clear()
+        self._waiting_bytes = 0
+        self._controller.enqueue(_buffer(data))
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
 
     def _cancel(self, reason: Any = None) -> None:
         """The client left: stop the driver, even while it waits for Poe (and so close the calls
@@ -391,27 +398,30 @@ class WorkerClient:
             raise ConnectionResetError("the client left")
         if not data:
             return
-        self._controller.enqueue(_buffer(data))
-        if self._controller.desiredSize <= 0:  # what came before is still queued
-            await self._pull_awaited()
+        if self._wanted:
+            self._wanted = False
+            self._controller.enqueue(_buffer(data))
+            return
+        self._waiting.append(data)
+        self._waiting_bytes += len(data)
+        if self._waiting_bytes >= OUT_HIGH_WATER:
+            await self._taken()
 
-    async def _pull_awaited(self) -> None:
-        """Until the client has taken what is queued (the stream's next pull)."""
-        self._pulled = _future()
-        if self._resume_pulls is not None:
-            resume, self._resume_pulls = self._resume_pulls, None
-            resume()
-        await self._pulled
+    async def _taken(self) -> None:
+        """Until the client has taken what waits here (its next pull)."""
+        self._room = _future()
+        await self._room
 
     async def end(self) -> None:
         """Close the answer once the client has taken all of it: a stream closed with chunks still
-        queued stays open until they are read, and could call back (a cancel) into a request that
-        is over."""
+        to be read stays open until they are, and could call back (a cancel) into a request that
+        is over. (Every chunk enqueued went to a read waiting for it: the stream's queue holds
+        none.)"""
         controller = self._controller
         if controller is None or self.left:
             return
-        while controller.desiredSize < 1:  # the queue's high-water mark: 1 chunk
-            await self._pull_awaited()
+        while self._waiting:
+            await self._taken()
         controller.close()
         self._closed = True
 
@@ -548,24 +558,73 @@ class _Timer(asyncio.Handle):
         super().cancel()
 
 
-def _timers_that_let_go(loop: Any) -> None:
-    """Give Pyodide's event loop timers that a cancel takes back.
+class _Scheduler:
+    """What the Worker's event loop runs soon, and later, done more cheaply than Pyodide's loop
+    does it (``tune_event_loop``)."""
 
-    Its ``call_later`` sets a JavaScript timer and, cancelled, only marks the handle: the timer
-    stays pending and holds the handle, and the handle what it would have run, until it fires.
-    Each call's read deadline (``POE_READ_TIMEOUT``) and each body's (``BODY_TIMEOUT``) is such a
-    timer, cancelled as the request ends, so every finished request was kept for minutes (measured
-    with make bench's rounds: 234 to 350 MB over ten, and growing). Immediate calls (a delay of 0)
-    keep Pyodide's own scheduling: they run at once, and nothing cancels them."""
-    if id(loop) in _loops_seen:  # one loop per isolate: this runs once
-        return
-    _loops_seen.add(id(loop))
-    call_later = loop.call_later
+    CHAIN = 100  # drains in a row that may each schedule the next as a microtask
 
-    def timer(delay: float, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._ready: collections.deque[asyncio.Handle] = collections.deque()
+        self._scheduled = False  # a drain is due
+        self._running = False  # handles are being run
+        self._inline = False  # a callback from JavaScript runs what it readies itself
+        self._chained = 0
+        self._drain_proxy = create_proxy(self._drain)  # lives as long as the isolate
+
+    def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+        handle = asyncio.Handle(callback, args, self._loop, context=context)
+        self._ready.append(handle)
+        if not (self._scheduled or self._inline):
+            if not self._running:
+                self._chained = 0  # called from JavaScript: a new chain
+            self._schedule()
+        return handle
+
+    def _schedule(self) -> None:
+        self._scheduled = True
+        if self._chained < self.CHAIN:
+            js.queueMicrotask(self._drain_proxy)
+        else:  # a chain this long: let JavaScript's other work in first
+            js.setTimeout(self._drain_proxy, 0)
+
+    def run_inline(self, wake: Callable[[], None]) -> None:
+        """``wake()``, a callback from JavaScript that readies tasks (a chunk of Poe's body has
+        come), then what it readied, here: within this one crossing, not in another."""
+        if self._inline or self._running:
+            wake()
+            return
+        self._inline = True
+        try:
+            wake()
+            self._run()
+        finally:
+            self._inline = False
+        if self._ready and not self._scheduled:
+            self._schedule()
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        self._chained += 1
+        self._run()
+
+    def _run(self) -> None:
+        """Run what is ready now; what that readies runs in the next drain."""
+        self._running = True
+        ready = self._ready
+        try:
+            for _ in range(len(ready)):
+                handle = ready.popleft()
+                if not handle._cancelled:
+                    handle._run()  # reports its own failure to the loop's exception handler
+        finally:
+            self._running = False
+
+    def call_later(self, delay: float, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
         if delay <= 0:
-            return call_later(delay, callback, *args, context=context)
-        handle = _Timer(callback, args, loop, context=context)
+            return self.call_soon(callback, *args, context=context)
+        handle = _Timer(callback, args, self._loop, context=context)
 
         def fire() -> None:
             handle._fire = None  # the once-callable goes by itself
@@ -576,13 +635,43 @@ def _timers_that_let_go(loop: Any) -> None:
         handle._timer = js.setTimeout(handle._fire, delay * 1000)
         return handle
 
+
+def tune_event_loop(loop: Any) -> None:
+    """Give Pyodide's event loop a cheaper ``call_soon``, and timers that a cancel takes back.
+
+    - **Soon**: Pyodide's loop makes each ``call_soon`` a JavaScript task of its own (a proxy made
+      for the callback, then ``setImmediate``, or a new ``MessageChannel`` where there is none),
+      and asyncio calls it for every step of a task, every future's callbacks: a streamed chunk
+      took about two, a request about thirty. Here they wait in one queue that a microtask runs
+      (``_Scheduler``): one crossing from JavaScript runs every step that is ready.
+    - **Later**: its ``call_later`` sets a JavaScript timer and, cancelled, only marks the handle:
+      the timer stays pending and holds the handle, and the handle what it would have run, until
+      it fires. Each call's read deadline (``POE_READ_TIMEOUT``) and each body's
+      (``BODY_TIMEOUT``) is such a timer, cancelled as the request ends, so every finished
+      request was kept for minutes (measured with make bench's rounds: 234 to 350 MB over ten,
+      and growing). Here a cancel clears the JavaScript timer."""
+    if id(loop) in _loops_seen:  # one loop per isolate: this runs once
+        return
+    _loops_seen.add(id(loop))
+    scheduler = _Scheduler(loop)
+    _schedulers.append(scheduler)
     try:
-        loop.call_later = timer
-    except AttributeError:  # a loop that takes no new attributes: its own timers, then
-        js.console.warn("the event loop's timers could not be replaced: cancelled ones stay pending")
+        loop.call_soon = scheduler.call_soon
+        loop.call_later = scheduler.call_later
+    except AttributeError:  # a loop that takes no new attributes: its own scheduling, then
+        js.console.warn("the event loop's scheduling could not be replaced: cancelled timers stay pending")
 
 
 _loops_seen: set[int] = set()
+_schedulers: list[_Scheduler] = []  # the isolate's one, once its loop is tuned
+
+
+def _run_inline(wake: Callable[[], None]) -> None:
+    """``wake()``, and the tasks it readies (``_Scheduler.run_inline``), once the loop is tuned."""
+    if _schedulers:
+        _schedulers[0].run_inline(wake)
+    else:
+        wake()
 
 
 def _proxy(env: Any) -> tuple[Proxy, FetchUpstream, KeyValueStore | None]:
@@ -600,7 +689,7 @@ def _proxy(env: Any) -> tuple[Proxy, FetchUpstream, KeyValueStore | None]:
 class Default(WorkerEntrypoint):  # type: ignore[misc]
     async def fetch(self, request: Any) -> Any:
         started = time.perf_counter()
-        _timers_that_let_go(asyncio.get_running_loop())
+        tune_event_loop(asyncio.get_running_loop())
         request = getattr(request, "js_object", request)
         proxy, upstream, store = _proxy(self.env)
         headers = js.Object.fromEntries(request.headers).to_py()  # names come lowercase

@@ -93,7 +93,7 @@ def on_the_workers_loop(code: str) -> Any:
 
 TIMERS = """
 import asyncio, gc, weakref
-from adapters.cloudflare import _timers_that_let_go
+from adapters.cloudflare import tune_event_loop
 
 def kept_after_cancel(loop):
     handle = loop.call_later(120, print)  # as a read deadline is, then cancelled as the call ends
@@ -106,7 +106,7 @@ def kept_after_cancel(loop):
 async def main():
     loop = asyncio.get_running_loop()
     before = kept_after_cancel(loop)
-    _timers_that_let_go(loop)
+    tune_event_loop(loop)
     after = kept_after_cancel(loop)
     fired = []
     loop.call_later(0.01, fired.append, "fired")
@@ -117,20 +117,38 @@ async def main():
         timed_out = False
     except TimeoutError:
         timed_out = True
-    return {"kept before": before, "kept after": after, "fired": fired, "timed out": timed_out}
+    order = []
+    for i in range(3):
+        loop.call_soon(order.append, i)
+    loop.call_soon(lambda: 1 / 0)  # a failing callback is the loop's to report; the rest still run
+    loop.call_soon(order.append, 3)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    timer = []
+    loop.call_later(0.001, timer.append, "timer")
+    spins = 0
+    while not timer and spins < 10_000:  # a task that only ever yields: JavaScript's timers get in
+        await asyncio.sleep(0)
+        spins += 1
+    return {"kept before": before, "kept after": after, "fired": fired, "timed out": timed_out,
+            "order": order, "timer within the spin": bool(timer)}
 
 await main()
 """
 
 
-def test_a_cancelled_timer_lets_go_on_the_workers_event_loop() -> None:
+def test_the_workers_event_loop_lets_go_of_cancelled_timers_and_runs_soon_in_order() -> None:
     """Pyodide's loop keeps a cancelled timer's handle until it would have fired (each finished
-    request's, for minutes); the Worker's timers let go at once, and still fire and time out."""
+    request's, for minutes); the Worker's timers let go at once, and still fire and time out.
+    What the loop runs soon runs in order, past a callback that fails, and a task that never
+    waits on anything but the loop still lets JavaScript's timers in."""
     assert on_the_workers_loop(TIMERS) == {
         "kept before": True,
         "kept after": False,
         "fired": ["fired"],
         "timed out": True,
+        "order": [0, 1, 2, 3],
+        "timer within the spin": True,
     }
 
 

@@ -203,9 +203,7 @@ _JSON_VALUES = st.recursive(
     delta_extra=st.dictionaries(
         st.sampled_from(["role", "reasoning_content", "refusal"]), _JSON_VALUES, max_size=1
     ),
-    top_extra=st.dictionaries(
-        st.sampled_from(["service_tier", "provider"]), _JSON_VALUES, max_size=1
-    ),
+    top_extra=st.dictionaries(st.sampled_from(["service_tier", "provider"]), _JSON_VALUES, max_size=1),
     finish=st.sampled_from([None, "stop"]),
 )
 def test_the_wire_writes_a_chunk_as_its_json_whatever_it_holds(

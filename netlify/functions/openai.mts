@@ -30,7 +30,16 @@ export const config = { path: "/*" };
 // (included_files keeps repository paths), or wherever POE_PROXY_SOURCE_DIR says.
 const ROOT = process.env.POE_PROXY_SOURCE_DIR ?? resolve(".");
 const SNAPSHOT = join(ROOT, "netlify", ".build", "pyodide.snapshot");
-const PYODIDE = JSON.parse(readFileSync(createRequire(import.meta.url).resolve("pyodide/package.json"), "utf8"));
+const require = createRequire(import.meta.url);
+const PYODIDE = JSON.parse(readFileSync(require.resolve("pyodide/package.json"), "utf8"));
+
+/** Pyodide's glue script (pyodide.asm.js, 1.2 MB), loaded as the CommonJS script it is before
+ * `loadPyodide` would import it: imported, Node first parses it whole to tell its format, then
+ * again for its exports (measured: 454 -> 360 ms from the snapshot to a started Pyodide). It
+ * defines what `loadPyodide` looks for, and then loads nothing more. */
+function loadPyodideGlue(): void {
+  require("pyodide/pyodide.asm.js");
+}
 
 function snapshot(): Snapshot | undefined {
   if (!existsSync(SNAPSHOT) || !existsSync(`${SNAPSHOT}.json`)) return undefined;
@@ -66,5 +75,8 @@ export default webHandler({
     Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined),
   ),
   sources: async () => pythonSources(ROOT),
-  pyodide: (digest) => startPyodide(loadPyodide, PYODIDE.version, digest, snapshot()),
+  pyodide: (digest) => {
+    loadPyodideGlue();
+    return startPyodide(loadPyodide, PYODIDE.version, digest, snapshot());
+  },
 });

@@ -244,6 +244,13 @@ class BodyReader {
 }
 
 const BUFFER_BYTES = 64 * 1024;
+const OUT_HIGH_WATER = 64 * 1024; // answer bytes written but not yet taken by the client: the loop waits
+
+function concat(parts: Uint8Array[], size: number): Uint8Array {
+  const whole = new Uint8Array(size);
+  parts.reduce((offset, part) => (whole.set(part, offset), offset + part.length), 0);
+  return whole;
+}
 
 /** One call to Poe; each `next()` is the next thing to report about it. */
 class Call {
@@ -415,35 +422,75 @@ async function serve(core: Core, host: Host, request: Request, received: number)
   let respond!: (response: Response) => void;
   const response = new Promise<Response>((resolve) => (respond = resolve));
   let controller: ReadableStreamDefaultController<Uint8Array> | undefined;
-  let pulled: (() => void) | undefined;
+  // The answer's stream is pulled by the client (high-water mark 0: a pull means the client waits
+  // for bytes). A write goes to a waiting client at once; what is written while the client is busy
+  // waits here and goes as one chunk at its next pull (the client's pace coalesces the writes, and
+  // adds no wait). Past OUT_HIGH_WATER bytes waiting, the loop waits for the client.
+  let waiting: Uint8Array[] = [];
+  let waitingBytes = 0;
+  let wanted = false; // the client waits for bytes: the stream pulled and got none
+  let taken: (() => void) | undefined; // the loop waiting for the client to take what waits
   let gone = false;
   const leave = () => {
     if (gone) return;
     gone = true; // the client left: stop everything (each pending read then ends), answer no one
     stopAll();
-    pulled?.();
+    taken?.();
     respond(new Response(null, { status: 499 }));
   };
   request.signal?.addEventListener("abort", leave);
 
+  const flush = () => {
+    const data = waiting.length === 1 ? waiting[0] : concat(waiting, waitingBytes);
+    waiting = [];
+    waitingBytes = 0;
+    controller!.enqueue(data);
+    taken?.();
+  };
+
   const stream = () =>
-    new ReadableStream<Uint8Array>({
-      start(c) {
-        controller = c;
+    new ReadableStream<Uint8Array>(
+      {
+        start(c) {
+          controller = c;
+        },
+        pull() {
+          if (waiting.length > 0) flush();
+          else wanted = true;
+        },
+        cancel: leave,
       },
-      pull() {
-        pulled?.();
-      },
-      cancel: leave,
-    });
+      { highWaterMark: 0 },
+    );
 
   async function write(data: Uint8Array): Promise<void> {
     if (gone || data.length === 0) return;
-    // Deno may find the client gone within `enqueue` itself and cancel the stream there: then
-    // nothing will ever pull again, and waiting would hold this request (and all it has) forever.
-    controller!.enqueue(data);
-    if (gone || (controller!.desiredSize ?? 1) > 0) return;
-    await new Promise<void>((resolve) => (pulled = resolve));
+    if (wanted) {
+      // Deno may find the client gone within `enqueue` itself and cancel the stream there.
+      wanted = false;
+      controller!.enqueue(data);
+      return;
+    }
+    waiting.push(data);
+    waitingBytes += data.length;
+    if (waitingBytes >= OUT_HIGH_WATER) await clientTook();
+  }
+
+  /** Until the client has taken what waits here (or has left). */
+  function clientTook(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      taken = () => {
+        taken = undefined;
+        resolve();
+      };
+    });
+  }
+
+  /** Close the answer once the client has taken all of it (every chunk enqueued went to a read
+   * that waited for it: the stream's queue holds none). */
+  async function end(): Promise<void> {
+    while (waiting.length > 0 && !gone) await clientTook();
+    if (!gone) controller?.close();
   }
 
   /** The next thing an open call reports, reported to core; the actions it leads to. */
@@ -532,7 +579,7 @@ async function serve(core: Core, host: Host, request: Request, received: number)
       } else if (kind === "store") {
         [actions, at] = [await store(...(fields as [string, string[], Uint8Array[], number, string])), 0];
       } else {
-        controller?.close(); // done
+        await end(); // done
         return;
       }
     }
@@ -545,7 +592,10 @@ async function serve(core: Core, host: Host, request: Request, received: number)
       log(host, "error", JSON.stringify({ message: "the driver failed", error: String(error).slice(0, 300) }));
       const [kind, status, headers, content] = (bridge.crash(exchange, String(error)) as Action[])[0];
       if (kind === "respond") respond(new Response(content as Uint8Array, { status: status as number, headers: headers as Record<string, string> }));
-      else if (kind === "write" && controller && !gone) controller.enqueue(status as Uint8Array);
+      else if (kind === "write" && controller && !gone) {
+        waiting.push(status as Uint8Array); // after what was written before it, if not yet taken
+        controller.enqueue(concat(waiting, waitingBytes + (status as Uint8Array).length));
+      }
       if (!gone) controller?.close();
     })
     .catch(() => respond(new Response(null, { status: 500 }))) // not even that: still an answer

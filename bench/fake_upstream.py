@@ -3,10 +3,12 @@ and the OpenAI-compatible API (``POST /v1/chat/completions``, streamed or not, w
 
 aiohttp on uvloop, so the upstream is not what the benchmark measures. Shape of every answer,
 from the environment: FAKE_CHUNKS (default 32), FAKE_CHUNK_DELAY (s between chunks, default 0)
-and FAKE_FIRST_DELAY (s before the first chunk, default 0). A bot or model whose name ends in
+and FAKE_FIRST_DELAY (s before the first chunk, default 0), and FAKE_SPLIT (1: each event in a
+write of its own even with no pause between them, as Poe streams a bot's tokens back to back;
+default 0: events with no pause between them go out in one write, as a server's buffer would
+send them). A bot or model whose name ends in
 ``-e<N>`` answers with N events instead (``fake-e300``); one whose name contains ``ttfb`` waits
-50 ms before its first chunk (every proxy passes the model name through). Events with no pause
-between them go out in one write, as a server's buffer would send them.
+50 ms before its first chunk (every proxy passes the model name through).
 Usage: python bench/fake_upstream.py <port>
 """
 
@@ -26,6 +28,7 @@ from aiohttp import web
 CHUNKS = int(os.environ.get("FAKE_CHUNKS", "32"))
 CHUNK_DELAY = float(os.environ.get("FAKE_CHUNK_DELAY", "0"))
 FIRST_DELAY = float(os.environ.get("FAKE_FIRST_DELAY", "0"))
+SPLIT = os.environ.get("FAKE_SPLIT", "0") == "1"
 WORD = "token "
 
 
@@ -45,11 +48,12 @@ async def paced(name: str) -> AsyncIterator[list[int]]:
     group: list[int] = []
     for index in range(events(name)):
         pause = first if index == 0 else between
-        if pause:
+        if pause or SPLIT:
             if group:
                 yield group
                 group = []
-            await asyncio.sleep(pause)
+            if pause:
+                await asyncio.sleep(pause)
         group.append(index)
     if group:
         yield group

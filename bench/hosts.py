@@ -49,24 +49,31 @@ def cpu_per_call_ms(pid: int, spec: dict[str, Any], runs: int = 3) -> float:
     return min(figures)
 
 
-PACED_CALLS = 30  # each 300-event answer takes 0.6 s when its events come 2 ms apart
+# How events come, one per network chunk, as Poe streams a bot's tokens: 2 ms apart ("paced"),
+# or back to back ("b2b", so that a host slower than its upstream finds several in one read); and
+# how many calls measure each (a 300-event answer takes 0.6 s paced).
+STREAMS = {"paced": 30, "b2b": 100}
 
 
-def paced_cpu_ms(pid: int, url: str, model: str) -> float:
-    """CPU per streamed call when the answer's events arrive one per network chunk (the paced
-    upstream), as Poe streams a bot's tokens: the least of two runs."""
+def chunked_cpu_ms(pid: int, url: str, model: str, calls: int) -> float:
+    """CPU per streamed call when the answer's events arrive one per network chunk: the least of
+    two runs."""
     spec = {"kind": "stream", "url": url, "model": model, "c": 1}
     load({**spec, "n": 3})  # warm-up
     figures = []
     for _ in range(2):
         before = tree_cpu_seconds(pid)
-        load({**spec, "n": PACED_CALLS})
-        figures.append(1000 * (tree_cpu_seconds(pid) - before) / PACED_CALLS)
+        load({**spec, "n": calls})
+        figures.append(1000 * (tree_cpu_seconds(pid) - before) / calls)
     return min(figures)
 
 
-def paced_costs(pid: int, url: str) -> dict[str, float]:
-    return {f"paced_cpu_ms_{events}_stream": paced_cpu_ms(pid, url, model) for model, events in ANSWERS}
+def chunked_costs(pid: int, url: str, stream: str) -> dict[str, float]:
+    """``{stream}_cpu_ms_{events}_stream`` for answers of 32 and 300 events."""
+    return {
+        f"{stream}_cpu_ms_{events}_stream": chunked_cpu_ms(pid, url, model, STREAMS[stream])
+        for model, events in ANSWERS
+    }
 
 
 # Each host's platform, and the relay that is its floor for events one per chunk: the same
@@ -75,28 +82,31 @@ PLATFORMS = {"serve": "python", "netlify": "node", "deno": "deno", "cloudflare":
 WEB_RELAY = str(ROOT / "bench" / "anchors" / "web_relay.mjs")
 
 
-def relay_paced_costs(paced: str) -> dict[str, dict[str, float]]:
-    """The floors for events one per chunk, one per platform: the aiohttp relay (Python's
-    asyncio, as ``make serve``), and the web-standard relay under Node (as Netlify's and the
-    Cloudflare stand-in's) and under Deno."""
-    figures = {}
+def relay_costs(streams: dict[str, str]) -> dict[str, dict[str, float]]:
+    """The floors for events one per chunk, one per platform, for each way of streaming
+    (``streams``: its upstream's URL by name): the aiohttp relay (Python's asyncio, as ``make
+    serve``), and the web-standard relay under Node (as Netlify's and the Cloudflare stand-in's)
+    and under Deno."""
+    figures: dict[str, dict[str, float]] = {}
     for platform in ("python", "node", "deno"):
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        commands = {
-            "python": [PYTHON, str(ROOT / "bench" / "anchors" / "aiohttp_relay.py"), str(port), paced],
-            "node": ["node", str(ROOT / "tools" / "serve-web.mjs"), WEB_RELAY, "127.0.0.1", str(port)],
-            "deno": [str(Path(PYTHON).parent / "deno"), "run", "--allow-net", "--allow-env", WEB_RELAY,
-                     "127.0.0.1", str(port)],
-        }  # fmt: skip
-        print(f"-- relay: {platform}", flush=True, file=sys.stderr)
-        with server(commands[platform], {"UPSTREAM": paced}, url) as (process, _):
-            figures[platform] = paced_costs(process.pid, url)
+        figures[platform] = {}
+        for stream, upstream in streams.items():
+            port = free_port()
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            commands = {
+                "python": [PYTHON, str(ROOT / "bench" / "anchors" / "aiohttp_relay.py"), str(port), upstream],
+                "node": ["node", str(ROOT / "tools" / "serve-web.mjs"), WEB_RELAY, "127.0.0.1", str(port)],
+                "deno": [str(Path(PYTHON).parent / "deno"), "run", "--allow-net", "--allow-env", WEB_RELAY,
+                         "127.0.0.1", str(port)],
+            }  # fmt: skip
+            print(f"-- relay: {platform}, {stream}", flush=True, file=sys.stderr)
+            with server(commands[platform], {"UPSTREAM": upstream}, url) as (process, _):
+                figures[platform].update(chunked_costs(process.pid, url, stream))
     return figures
 
 
-def host_costs(upstream: str, paced: str) -> dict[str, dict[str, Any]]:
-    """``paced``: the same fake upstream, its events 2 ms apart, each in its own chunk."""
+def host_costs(upstream: str, streams: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """``streams``: the same fake upstream with its events one per chunk (``STREAMS``), by name."""
     figures: dict[str, dict[str, Any]] = {}
     for host, target in HOSTS.items():
         port = free_port()
@@ -116,9 +126,9 @@ def host_costs(upstream: str, paced: str) -> dict[str, dict[str, Any]]:
                     process.pid, {"kind": "stream", "url": url, "model": model, "c": 1}
                 )
             row["rss_mb"] = tree_rss_mb(process.pid)
-        paced_url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        with server(command, {**env, "POE_BASE_URL": paced}, paced_url) as (process, _):
-            row.update(paced_costs(process.pid, paced_url))
+        for stream, chunked in streams.items():
+            with server(command, {**env, "POE_BASE_URL": chunked}, url) as (process, _):
+                row.update(chunked_costs(process.pid, url, stream))
         figures[host] = row
     return figures
 

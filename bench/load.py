@@ -5,7 +5,7 @@ headroom by driving the fake upstream directly.
 
 Usage: python -m bench.load '<json spec>'; prints a JSON result. Specs:
   {"kind": "latency", "url": ..., "model": ..., "n": 200}             non-stream, one at a time
-  {"kind": "throughput", "url": ..., "model": ..., "c": 32, "seconds": 5}
+  {"kind": "throughput", "url": ..., "model": ..., "c": 32, "seconds": 5}  ("stream": true: streamed)
   {"kind": "stream", "url": ..., "model": ..., "c": 1, "n": 50}        time to first byte and total
 Every loop is bounded in count and time.
 """
@@ -86,7 +86,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             "n": len(totals),
         }
     if kind == "throughput":
-        raw = request_bytes(url, model, stream=False)
+        raw = request_bytes(url, model, stream=spec.get("stream", False))
         count = errors = 0
         end = time.perf_counter() + 1.0  # warm-up second, not counted
 

@@ -278,11 +278,13 @@ class _ChoiceStream:
     def _note_answer(self, data: Mapping[str, Any]) -> None:
         """The model Poe named in its answer, and its fields beside the ones the proxy decides:
         every chunk and the completion carry them."""
-        model = data.get("model")
-        if self.upstream_model is None and isinstance(model, str) and model:
-            self.upstream_model = model
-        for name in data.keys() - _DECIDED_ANSWER_FIELDS:
-            self.passed_top[name] = data[name]
+        if self.upstream_model is None:
+            model = data.get("model")
+            if isinstance(model, str) and model:
+                self.upstream_model = model
+        if not data.keys() <= _DECIDED_ANSWER_FIELDS:  # most chunks have no field of Poe's own
+            for name in data.keys() - _DECIDED_ANSWER_FIELDS:
+                self.passed_top[name] = data[name]
 
     def _pass(self, fields: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Fields of Poe's message the proxy does not decide: kept for the message (text adds
@@ -530,7 +532,8 @@ class OpenAIStreamToChatChunks(_ChoiceStream):
         chunks: list[dict[str, Any]] = []
         delta = choice.get("delta")
         if isinstance(delta, dict):
-            chunks += self._pass({k: v for k, v in delta.items() if k not in _DECIDED_MESSAGE_FIELDS})
+            if not delta.keys() <= _DECIDED_MESSAGE_FIELDS:  # most deltas have only content
+                chunks += self._pass({k: v for k, v in delta.items() if k not in _DECIDED_MESSAGE_FIELDS})
             tool_calls = delta.get("tool_calls")
             if tool_calls is not None:
                 chunks += self._tool_call_deltas(tool_calls)

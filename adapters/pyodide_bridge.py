@@ -19,6 +19,7 @@ from core.exchange import (
     SEAL_INFO,
     SEAL_SALT,
     SEAL_VERSION,
+    WAIT,
     Exchange,
     Proxy,
     Respond,
@@ -66,13 +67,20 @@ _AT_ONCE = (Write, StartCall, StopCall, Respond)
 
 def next_actions(exchange: Exchange) -> Any:
     """Every action core has now, up to and including the first that waits on the host (``wait``,
-    ``read_body``, ``store``, ``done``): a JavaScript array of ``[kind, ...fields]`` arrays."""
-    batch = []
+    ``read_body``, ``store``, ``done``): a JavaScript array of ``[kind, ...fields]`` arrays; or,
+    for the commonest answer to a chunk of Poe's (bytes to write, then wait), just those bytes as
+    a ``Uint8Array`` (converting the arrays cost more than core's conversion of the chunk)."""
+    actions = []
     while True:
         action = exchange.next_action()
-        batch.append(_fields(action))
+        actions.append(action)
         if not isinstance(action, _AT_ONCE):
-            return to_js(batch, dict_converter=Object.fromEntries)
+            break
+    if action is WAIT and all(type(a) is Write for a in actions[:-1]):
+        if len(actions) == 2:
+            return to_js(actions[0].data)  # type: ignore[union-attr]
+        return to_js(b"".join(a.data for a in actions[:-1]))  # type: ignore[union-attr]
+    return to_js([_fields(a) for a in actions], dict_converter=Object.fromEntries)
 
 
 # Each report returns the actions it leads to (``next_actions``).

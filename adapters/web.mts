@@ -6,7 +6,8 @@
  * Like the asyncio driver (`adapters/driver.py`) it is a loop around `core.exchange`: it asks for
  * the next action and performs it (read the body, start or stop a call to Poe, send the head,
  * write bytes) and reports what the calls do. Nothing here decides anything a client sees;
- * `adapters/pyodide_bridge.py` turns each action into one plain JavaScript array.
+ * `adapters/pyodide_bridge.py` turns each action into one plain JavaScript array (and the commonest
+ * batch, bytes to write then a wait, into just the bytes).
  *
  * Streaming: the Response body is a ReadableStream fed by the loop as core writes; the loop
  * waits while the client has not taken what was written (backpressure). A client that leaves
@@ -165,6 +166,12 @@ class Sealer {
 }
 
 type Action = [string, ...unknown[]];
+
+/** What the bridge answers with: the actions; or, for bytes to write and then a wait (the
+ * commonest answer to a chunk of Poe's), just the bytes. */
+function actionsOf(answer: Action[] | Uint8Array): Action[] {
+  return answer instanceof Uint8Array ? [["write", answer], ["wait"]] : answer;
+}
 type Reason = "refused" | "connect_timeout" | "timeout" | "reset";
 
 function failureReason(error: unknown, answered: boolean): Reason {
@@ -502,22 +509,22 @@ async function serve(core: Core, host: Host, request: Request, received: number)
       ? [only, await only.next()]
       : await Promise.race([...calls.values()].map((c) => c.next().then((e) => [c, e] as const)));
     call.taken();
-    if (!calls.has(call.id)) return bridge.next_actions(exchange) as Action[]; // stopped meanwhile
+    if (!calls.has(call.id)) return actionsOf(bridge.next_actions(exchange)); // stopped meanwhile
     const [kind, a, b] = event;
-    if (kind === "data") return bridge.data(exchange, call.id, a) as Action[];
-    if (kind === "answered") return bridge.answered(exchange, call.id, a, b) as Action[];
+    if (kind === "data") return actionsOf(bridge.data(exchange, call.id, a));
+    if (kind === "answered") return actionsOf(bridge.answered(exchange, call.id, a, b));
     calls.delete(call.id);
-    return (kind === "ended" ? bridge.ended(exchange, call.id) : bridge.failed(exchange, call.id, a)) as Action[];
+    return actionsOf(kind === "ended" ? bridge.ended(exchange, call.id) : bridge.failed(exchange, call.id, a));
   }
 
   async function readBody(): Promise<Action[]> {
     const piece = await body.next(exchange.body_timeout as number);
     if (piece === "timeout" || piece === "aborted") {
-      const actions = bridge.body_failed(exchange, piece) as Action[];
+      const actions = actionsOf(bridge.body_failed(exchange, piece));
       if (piece === "aborted") leave();
       return actions;
     }
-    return bridge.body(exchange, piece[0], piece[1]) as Action[];
+    return actionsOf(bridge.body(exchange, piece[0], piece[1]));
   }
 
   async function store(op: string, keys: string[], values: Uint8Array[], ttl: number, secret: string): Promise<Action[]> {
@@ -533,15 +540,15 @@ async function serve(core: Core, host: Host, request: Request, received: number)
         await kept.put(keys, secret ? await Promise.all(values.map((v, i) => sealer.seal(secret, keys[i], v))) : values, ttl);
       } else await kept.delete(keys);
     } catch (error) {
-      return bridge.store_failed(exchange, String(error).slice(0, 200)) as Action[];
+      return actionsOf(bridge.store_failed(exchange, String(error).slice(0, 200)));
     }
-    return bridge.stored(exchange, read) as Action[];
+    return actionsOf(bridge.stored(exchange, read));
   }
 
   async function loop(): Promise<void> {
     // Core's actions come in batches, each up to one that waits on this loop (a call's next
     // event, the body, the store), which is answered with the next batch.
-    let actions = bridge.next_actions(exchange) as Action[];
+    let actions = actionsOf(bridge.next_actions(exchange));
     let at = 0;
     for (;;) {
       if (gone) return;
@@ -590,7 +597,7 @@ async function serve(core: Core, host: Host, request: Request, received: number)
       // A failure of this driver's own: core still says what the client gets (and the log line,
       // at error level); its name and message are logged here, never a body.
       log(host, "error", JSON.stringify({ message: "the driver failed", error: String(error).slice(0, 300) }));
-      const [kind, status, headers, content] = (bridge.crash(exchange, String(error)) as Action[])[0];
+      const [kind, status, headers, content] = actionsOf(bridge.crash(exchange, String(error)))[0];
       if (kind === "respond") respond(new Response(content as Uint8Array, { status: status as number, headers: headers as Record<string, string> }));
       else if (kind === "write" && controller && !gone) {
         waiting.push(status as Uint8Array); // after what was written before it, if not yet taken

@@ -141,6 +141,7 @@ class BodySink:
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
         self._room: Any = None  # the pipe's write waiting for room: its promise's resolve
+        self._take: Callable[[bytes | None], bool] | None = None  # chunks go here as they come
         self.ended = False
         self.failed = False
         self.timed_out = False  # the runtime's fetch gave up waiting for the body
@@ -160,6 +161,9 @@ class BodySink:
         if self._discard:
             return None
         data = chunk.to_bytes()
+        if self._take is not None and not self._chunks:
+            _run_inline(lambda: self._push(data))  # the driver's lane takes it, within this call
+            return None
         self._chunks.append(data)
         self._buffered += len(data)
         _run_inline(self._wake)  # the driver takes the chunk now, within this call
@@ -177,8 +181,22 @@ class BodySink:
         self.timed_out = "TimeoutError" in str(reason)
         self._done(failed=True)
 
+    def push(self, take: Callable[[bytes | None], bool] | None) -> bool:
+        """Hand each chunk to ``take`` as it comes (``driver.Pushing``); False if there are
+        chunks here already, or the body is over."""
+        if take is not None and (self._chunks or self.ended):
+            return False
+        self._take = take
+        return True
+
+    def _push(self, data: bytes | None) -> None:
+        take = self._take
+        if take is not None and not take(data):
+            self._take = None
+
     def _done(self, failed: bool) -> None:
         self.ended, self.failed = True, failed
+        self._push(None)
         self._wake()
         asyncio.get_running_loop().call_soon(self._let_go)  # not while JavaScript is in a callback
 
@@ -215,6 +233,7 @@ class BodySink:
     def discard(self) -> None:
         """The rest is not wanted: drop what is here and what comes, and never hold the pipe."""
         self._discard = True
+        self._take = None
         self._chunks.clear()
         self._resume()
 
@@ -250,6 +269,25 @@ class FetchResponse:
             else:
                 deadline.arm()
                 await body.arrival()
+
+    def push(self, take: Callable[[bytes | None], bool] | None) -> bool:
+        """``driver.Pushing``: each chunk to ``take`` as it comes, the read timeout armed for the
+        next (and disarmed once the body is over)."""
+        if take is None:
+            return self._body.push(None)
+        deadline = self._deadline
+
+        def taken(data: bytes | None) -> bool:
+            if data is None:
+                deadline.disarm()
+            else:
+                deadline.arm()
+            return take(data)
+
+        if not self._body.push(taken):
+            return False
+        deadline.arm()
+        return True
 
     async def aclose(self) -> None:
         self._deadline.disarm()
@@ -392,6 +430,20 @@ class WorkerClient:
         self.left = True
         if self._driver is not None:
             self._driver.cancel()
+
+    def write_now(self, data: bytes) -> bool:
+        """A write that does not wait (``driver.Client``), if it need not: False, and nothing
+        written, when it would leave ``OUT_HIGH_WATER`` bytes or more waiting for the client."""
+        if self.left or (not self._wanted and self._waiting_bytes + len(data) >= OUT_HIGH_WATER):
+            return False
+        if data:
+            if self._wanted:
+                self._wanted = False
+                self._controller.enqueue(_buffer(data))
+            else:
+                self._waiting.append(data)
+                self._waiting_bytes += len(data)
+        return True
 
     async def write(self, data: bytes) -> None:
         if self.left:

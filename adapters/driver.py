@@ -7,7 +7,10 @@ Python host whose HTTP is ``fetch`` (Cloudflare's Python Workers) gives it other
 
 Calls are read where it costs least: while a single call is open (most requests) the loop reads
 it itself; once several are (``n`` > 1), each gets a task that hands what it reads to the loop
-through a queue, which also bounds how far a call may run ahead of a slow client.
+through a queue, which also bounds how far a call may run ahead of a slow client. Where the
+call's body is pushed to Python as it comes (a Worker's ``fetch``) and the client can take a
+write at once, each chunk goes to core and its bytes to the client within the push itself
+(``Lane``): the loop waits only for what needs waiting.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from core.exchange import (
     READ_BODY,
     WAIT,
+    Action,
     Exchange,
     FailureReason,
     Respond,
@@ -53,6 +57,10 @@ class Client(Protocol):
         """Send the head and first bytes (all of them, unless ``response.more``)."""
 
     async def write(self, data: bytes) -> None: ...
+
+    # Optional: ``write_now(data) -> bool``, a write the client takes without waiting, if it can
+    # (False: it cannot yet, and nothing was written). With a ``Pushing`` response, it lets
+    # chunks through without a turn of the loop each (``Lane``).
 
     async def end(self) -> None:
         """The response is complete (a streamed body ends here)."""
@@ -91,6 +99,17 @@ class UpstreamResponse(Protocol):
         """Let the body's (near) end arrive without us, then keep the connection."""
 
 
+class Pushing(Protocol):
+    """An ``UpstreamResponse`` whose body can be handed over as it comes, chunk by chunk."""
+
+    def push(self, take: Callable[[bytes | None], bool] | None) -> bool:
+        """From now on, call ``take(chunk)`` with each chunk as it comes (its read timeout armed
+        for the next), instead of keeping it for ``chunks()``, until ``take`` returns False or
+        ``push(None)``; ``take(None)`` once the body has ended or failed (``chunks()`` says how).
+        False, and nothing set: there are chunks kept already, or the body is over."""
+        ...
+
+
 class Upstream(Protocol):
     async def send(self, call: StartCall) -> UpstreamResponse:
         """Make the call; return once the response head has come. Raises ``CallFailed``."""
@@ -119,6 +138,10 @@ class Call:
         self.response: UpstreamResponse | None = None
         self._body: AsyncIterator[bytes] | None = None
         self._due: float | None = None  # the loop's time by which the call must be done, if any
+
+    @property
+    def whole_deadline(self) -> float | None:
+        return self._request.deadline
 
     async def read(self) -> Event:
         if self._request.deadline is None:
@@ -169,12 +192,48 @@ def report(exchange: Exchange, call: int, event: Event) -> bool:
     return False
 
 
+class Lane:
+    """Chunks of one call taken as they are pushed (``Pushing``): each goes to core, and what
+    core then writes goes to the client at once, within the push; ``finished`` is set (with the
+    action the loop is to do next, if any) once an action needs the loop, or the body is over."""
+
+    __slots__ = ("_call", "_exchange", "_write_now", "finished")
+
+    def __init__(self, exchange: Exchange, call: int, write_now: Callable[[bytes], bool]) -> None:
+        self._exchange = exchange
+        self._call = call
+        self._write_now = write_now
+        self.finished: asyncio.Future[Action | None] = asyncio.get_running_loop().create_future()
+
+    def take(self, data: bytes | None) -> bool:
+        finished = self.finished
+        if finished.done():
+            return False
+        if data is None:  # the body is over: the loop reads how, as ever
+            finished.set_result(None)
+            return False
+        exchange, write_now = self._exchange, self._write_now
+        try:
+            exchange.data(self._call, data)
+            while True:
+                action = exchange.next_action()
+                if action is WAIT:
+                    return True
+                if not (isinstance(action, Write) and write_now(action.data)):
+                    finished.set_result(action)
+                    return False
+        except Exception as exc:  # a failure of the client's: the loop raises it, as a write would
+            finished.set_exception(exc)
+            return False
+
+
 class Calls:
     """The open calls of one request."""
 
-    def __init__(self, exchange: Exchange, upstream: Upstream) -> None:
+    def __init__(self, exchange: Exchange, upstream: Upstream, client: Client | None = None) -> None:
         self._exchange = exchange
         self._upstream = upstream
+        self._write_now: Callable[[bytes], bool] | None = getattr(client, "write_now", None)
         self._open: dict[int, Call] = {}
         self._pumps: dict[int, asyncio.Task[None]] = {}
         self._queue: asyncio.Queue[tuple[Call, Event]] | None = None
@@ -197,10 +256,19 @@ class Calls:
                 await pump
         await call.stop(request.reuse)
 
-    async def next_event(self) -> None:
-        """Wait for the next thing an open call reports, and report it to the exchange."""
+    async def next_event(self) -> Action | None:
+        """Wait for the next thing an open call reports, and report it to the exchange; an
+        action core has already given, for the loop to do next (``Lane``), or None."""
         if len(self._open) == 1 and not self._pumps:
             call = next(iter(self._open.values()))
+            push = getattr(call.response, "push", None)
+            if push is not None and self._write_now is not None and call.whole_deadline is None:
+                lane = Lane(self._exchange, call.id, self._write_now)
+                if push(lane.take):
+                    try:
+                        return await lane.finished
+                    finally:
+                        push(None)
             event = await call.read()
         else:
             queue = self._queue
@@ -211,10 +279,11 @@ class Calls:
                     self._pumps[call.id] = asyncio.create_task(self._pump(call, queue))
             call, event = await queue.get()
             if call.id not in self._open:
-                return  # stopped after it read this
+                return None  # stopped after it read this
         if not report(self._exchange, call.id, event) and self._open.pop(call.id, None) is not None:
             self._pumps.pop(call.id, None)
             await call.stop(False)  # at the body's end this keeps the connection for reuse
+        return None
 
     @staticmethod
     async def _pump(call: Call, queue: asyncio.Queue[tuple[Call, Event]]) -> None:
@@ -305,13 +374,14 @@ async def drive(
 ) -> None:
     """Run ``exchange`` to its end. If this task is cancelled (the client left), every call
     still open is closed, which cancels it at Poe."""
-    calls = Calls(exchange, upstream)
+    calls = Calls(exchange, upstream, client)
     body_deadline = 0.0
+    held: Action | None = None  # an action core gave a lane, for the loop to do
     try:
         while True:
-            action = exchange.next_action()
+            action, held = (held, None) if held is not None else (exchange.next_action(), None)
             if action is WAIT:
-                await calls.next_event()
+                held = await calls.next_event()
             elif isinstance(action, Write):
                 await client.write(action.data)
             elif isinstance(action, StartCall):

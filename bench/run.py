@@ -643,12 +643,12 @@ def targets_met(results: dict[str, Any]) -> list[tuple[str, bool]]:
         for host, h in hosts.items():
             relay = relays[PLATFORMS[host]]
             for stream, how in (("b2b", "back to back"), ("paced", "2 ms apart")):
-                ours, floor = us_per_event(h, f"{stream}_cpu_ms"), us_per_event(relay, f"{stream}_cpu_ms")
+                spent, floor = us_per_event(h, f"{stream}_cpu_ms"), us_per_event(relay, f"{stream}_cpu_ms")
                 checks.append(
                     (
                         f"{host}: CPU per event, events one per chunk {how}, <= 1.5x the {PLATFORMS[host]} "
-                        f"relay ({ours:.1f} vs {floor:.1f} us: {ours / floor:.2f}x)",
-                        ours <= 1.5 * floor,
+                        f"relay ({spent:.1f} vs {floor:.1f} us: {spent / floor:.2f}x)",
+                        spent <= 1.5 * floor,
                     )
                 )
         deno = hosts["deno"]["cold_start_ms"] / 1000

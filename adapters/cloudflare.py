@@ -448,15 +448,9 @@ class WorkerClient:
     async def write(self, data: bytes) -> None:
         if self.left:
             raise ConnectionResetError("the client left")
-        if not data:
-            return
-        if self._wanted:
-            self._wanted = False
-            self._controller.enqueue(_buffer(data))
-            return
-        self._waiting.append(data)
-        self._waiting_bytes += len(data)
-        if self._waiting_bytes >= OUT_HIGH_WATER:
+        if not self.write_now(data):  # it waits here, and the driver with it
+            self._waiting.append(data)
+            self._waiting_bytes += len(data)
             await self._taken()
 
     async def _taken(self) -> None:

@@ -55,8 +55,7 @@ export async function sourcesDigest(sources: Array<[string, Uint8Array]>): Promi
     new TextEncoder().encode(`${path}\0${content.length}\0`),
     content,
   ]);
-  const whole = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
-  parts.reduce((offset, part) => (whole.set(part, offset), offset + part.length), 0);
+  const whole = concat(parts, parts.reduce((n, part) => n + part.length, 0));
   const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", whole));
   return Array.from(hash, (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
@@ -473,7 +472,8 @@ async function serve(core: Core, host: Host, request: Request, received: number)
   async function write(data: Uint8Array): Promise<void> {
     if (gone || data.length === 0) return;
     if (wanted) {
-      // Deno may find the client gone within `enqueue` itself and cancel the stream there.
+      // Nothing waits after an enqueue: Deno may find the client gone within `enqueue` itself and
+      // cancel the stream there, and then nothing would ever pull again.
       wanted = false;
       controller!.enqueue(data);
       return;

@@ -9,11 +9,12 @@ What it does: the asyncio driver (``adapters/driver.py``) runs ``core.exchange``
 uvicorn; only the two sides of the I/O differ. Calls to Poe go through the runtime's ``fetch``
 (``FetchUpstream``), and the answer goes back as a JavaScript ``Response``.
 
-How it streams: for real, both ways, with one crossing between JavaScript and Python per chunk
-each way. Poe's body is piped into a sink whose ``write`` is Python's (``BodySink``); the answer is
-a ``ReadableStream`` that each write enqueues into, returned at ``Respond`` with more to come
-(``WorkerClient``); ``ctx.waitUntil`` keeps the request's work alive while it streams. Each side
-waits for the other: a client that stops reading stops the proxy reading from Poe. A client that
+How it streams: for real, both ways. Poe's body is piped into a sink whose ``write`` is Python's
+(``BodySink``), and the chunk goes to core, and core's bytes to the answer, within that one
+call (the driver's lane, ``driver.Lane``); the answer is a ``ReadableStream`` the client pulls,
+returned at ``Respond`` with more to come (``WorkerClient``); ``ctx.waitUntil`` keeps the
+request's work alive while it streams. Each side waits for the other: a client that stops
+reading stops the proxy reading from Poe. A client that
 leaves aborts ``request.signal`` (the ``enable_request_signal`` flag) or cancels the stream: either
 ends the driver, and so closes the calls to Poe, before or after the answer began.
 
@@ -119,8 +120,9 @@ OUT_HIGH_WATER = 64 * 1024  # answer bytes written but not yet taken by the clie
 
 class BodySink:
     """A ``fetch`` body's chunks, pushed from JavaScript: the body is piped (``pipeTo``) into a
-    WritableStream whose ``write`` is this object's, so a chunk costs one call into Python and one
-    turn of the loop for the driver that waits for it.
+    WritableStream whose ``write`` is this object's, so a chunk costs one call into Python. While
+    the driver's lane takes chunks (``push``), each goes to it within that call; otherwise it is
+    kept for ``take``, and the driver's task it wakes runs within the same call.
 
     Read from Python instead (``await reader.read()``), a chunk cost a promise turned into a Python
     future and two turns of the loop, each a JavaScript callback of its own: measured in Pyodide

@@ -698,11 +698,9 @@ def tune_event_loop(loop: Any) -> None:
       (``BODY_TIMEOUT``) is such a timer, cancelled as the request ends, so every finished
       request was kept for minutes (measured with make bench's rounds: 234 to 350 MB over ten,
       and growing). Here a cancel clears the JavaScript timer."""
-    if id(loop) in _loops_seen:  # one loop per isolate: this runs once
+    if id(loop) in _schedulers:  # one loop per isolate: this runs once
         return
-    _loops_seen.add(id(loop))
-    scheduler = _Scheduler(loop)
-    _schedulers.append(scheduler)
+    scheduler = _schedulers[id(loop)] = _Scheduler(loop)
     try:
         loop.call_soon = scheduler.call_soon
         loop.call_later = scheduler.call_later
@@ -710,14 +708,14 @@ def tune_event_loop(loop: Any) -> None:
         js.console.warn("the event loop's scheduling could not be replaced: cancelled timers stay pending")
 
 
-_loops_seen: set[int] = set()
-_schedulers: list[_Scheduler] = []  # the isolate's one, once its loop is tuned
+_schedulers: dict[int, _Scheduler] = {}  # by the id of the loop tuned (one an isolate)
 
 
 def _run_inline(wake: Callable[[], None]) -> None:
     """``wake()``, and the tasks it readies (``_Scheduler.run_inline``), once the loop is tuned."""
-    if _schedulers:
-        _schedulers[0].run_inline(wake)
+    scheduler = _schedulers.get(id(asyncio.get_running_loop()))
+    if scheduler is not None:
+        scheduler.run_inline(wake)
     else:
         wake()
 
